@@ -1,0 +1,94 @@
+"""FastAPI integration: `Tokenstile` for an existing app, `create_app` for the service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+
+from tokenstile.api.errors import install_error_handlers
+from tokenstile.api.routes import auth_router, health_router
+from tokenstile.api.security import CurrentUser, OptionalUser
+from tokenstile.errors import TokenstileError
+from tokenstile.runtime import Runtime, open_runtime, uses_embedded_database
+from tokenstile.settings import Settings
+
+logger = logging.getLogger("tokenstile")
+
+
+class Tokenstile:
+    """tokenstile inside a FastAPI app.
+
+    ``router`` holds the auth routes, ``current_user`` is the dependency protecting
+    your own routes, and ``lifespan`` opens and closes the stores::
+
+        auth = Tokenstile(Settings())
+        app = FastAPI(lifespan=auth.lifespan)
+        auth.install(app)
+
+        @app.get("/items")
+        async def items(user: Annotated[AccessClaims, Depends(auth.current_user)]): ...
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._runtime: Runtime | None = None
+        self.router: APIRouter = auth_router(self.runtime)
+        self.current_user = CurrentUser(lambda: self.runtime().sessions)
+        self.optional_user = OptionalUser(lambda: self.runtime().sessions)
+
+    def runtime(self) -> Runtime:
+        """The open runtime; raises ``RuntimeError`` outside the lifespan."""
+        if self._runtime is None:
+            raise RuntimeError("tokenstile is not started: use Tokenstile.lifespan")
+        return self._runtime
+
+    def install(self, app: FastAPI) -> None:
+        """Mount the auth routes and the JSON error handlers on ``app``."""
+        app.include_router(self.router)
+        install_error_handlers(app)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        runtime = open_runtime(self.settings)
+        if uses_embedded_database(self.settings):
+            await runtime.database.upgrade()
+        self._runtime = runtime
+        purger = asyncio.create_task(self._purge_periodically(runtime))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
+            self._runtime = None
+            await runtime.aclose()
+
+    async def _purge_periodically(self, runtime: Runtime) -> None:
+        # Redis expires its own state; SQL rows are deleted here (SPEC §1 invariant 6).
+        while True:
+            await asyncio.sleep(self.settings.purge_interval)
+            try:
+                removed = await runtime.sessions.purge()
+            except TokenstileError as exc:
+                logger.warning("purge failed: %s", exc.code)
+            else:
+                logger.debug("purged %d expired or revoked sessions", removed)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The standalone tokenstile service."""
+    auth = Tokenstile(settings)
+    app = FastAPI(
+        title="tokenstile",
+        summary="Refresh-token authentication: rotating refresh tokens, instant logout.",
+        version="0.1.0",
+        lifespan=auth.lifespan,
+    )
+    auth.install(app)
+    app.include_router(health_router(auth.runtime))
+    app.state.tokenstile = auth
+    return app

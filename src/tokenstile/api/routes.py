@@ -1,0 +1,121 @@
+"""The HTTP routes: parse, call a service, serialize — nothing more."""
+
+# No `from __future__ import annotations` here: FastAPI must resolve the route
+# annotations, which name dependencies local to the router factories.
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Request, Response, status
+
+from tokenstile.api.errors import NO_STORE
+from tokenstile.api.schemas import (
+    Credentials,
+    Health,
+    LoginRequest,
+    PasswordChange,
+    RefreshRequest,
+    SessionOut,
+    TokenResponse,
+    UserOut,
+)
+from tokenstile.api.security import CurrentUser, OptionalUser
+from tokenstile.core.codec import AccessClaims
+from tokenstile.errors import InvalidRequest
+from tokenstile.runtime import Runtime
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _no_store(response: Response) -> None:
+    response.headers.update(NO_STORE)
+
+
+def auth_router(runtime: Callable[[], Runtime]) -> APIRouter:
+    """The ``/auth/*`` routes and ``/users/me``, bound to a runtime provider."""
+    router = APIRouter()
+    current_user = CurrentUser(lambda: runtime().sessions)
+    optional_user = OptionalUser(lambda: runtime().sessions)
+    User = Annotated[AccessClaims, Depends(current_user)]
+
+    @router.post("/auth/register", status_code=status.HTTP_201_CREATED, tags=["auth"])
+    async def register(body: Credentials) -> UserOut:
+        user = await runtime().accounts.register(body.username, body.password)
+        return UserOut(id=user.id, username=user.username)
+
+    @router.post("/auth/login", tags=["auth"])
+    async def login(body: LoginRequest, request: Request, response: Response) -> TokenResponse:
+        rt = runtime()
+        user = await rt.accounts.authenticate(body.username, body.password)
+        pair = await rt.sessions.start(
+            user,
+            remember_me=body.remember_me,
+            user_agent=request.headers.get("user-agent"),
+            ip=_client_ip(request),
+        )
+        _no_store(response)
+        return TokenResponse.of(pair)
+
+    @router.post("/auth/refresh", tags=["auth"])
+    async def refresh(
+        response: Response, body: Annotated[RefreshRequest | None, Body()] = None
+    ) -> TokenResponse:
+        if body is None or not body.refresh_token:
+            raise InvalidRequest("refresh_token is required.")
+        pair = await runtime().sessions.refresh(body.refresh_token)
+        _no_store(response)
+        return TokenResponse.of(pair)
+
+    @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
+    async def logout(
+        user: Annotated[AccessClaims | None, Depends(optional_user)],
+        body: Annotated[RefreshRequest | None, Body()] = None,
+    ) -> None:
+        refresh_token = body.refresh_token if body else None
+        await runtime().sessions.logout(access=user, refresh_token=refresh_token)
+
+    @router.post("/auth/logout-all", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
+    async def logout_all(user: User) -> None:
+        await runtime().sessions.end_all(user.sub)
+
+    @router.get("/auth/sessions", tags=["sessions"])
+    async def list_sessions(user: User, response: Response) -> list[SessionOut]:
+        sessions = await runtime().sessions.list_sessions(user.sub)
+        _no_store(response)
+        return [SessionOut.of(session, current_sid=user.sid) for session in sessions]
+
+    @router.delete(
+        "/auth/sessions/{sid}", status_code=status.HTTP_204_NO_CONTENT, tags=["sessions"]
+    )
+    async def end_session(sid: str, user: User) -> None:
+        await runtime().sessions.end_own(user.sub, sid)
+
+    @router.post("/auth/password", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
+    async def change_password(body: PasswordChange, user: User) -> None:
+        rt = runtime()
+        await rt.accounts.change_password(user.sub, body.current_password, body.new_password)
+        await rt.sessions.end_all(user.sub, reason="password_changed", keep_sid=user.sid)
+
+    @router.get("/users/me", tags=["users"])
+    async def me(user: User) -> UserOut:
+        return UserOut(id=user.sub, username=user.username)
+
+    return router
+
+
+def health_router(runtime: Callable[[], Runtime]) -> APIRouter:
+    """``/healthz`` (the process runs) and ``/readyz`` (the stores answer)."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @router.get("/readyz")
+    async def readyz() -> Health:
+        await runtime().ping()
+        return Health(status="ready")
+
+    return router

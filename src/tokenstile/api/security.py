@@ -1,0 +1,49 @@
+"""Bearer authentication as FastAPI dependencies (callable instances, FastAPI style)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from tokenstile.core.codec import AccessClaims
+from tokenstile.core.sessions import SessionService
+from tokenstile.errors import InvalidToken, MissingToken
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, ``None`` if there is none."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise InvalidToken("The Authorization header is not a bearer token.")
+    return token
+
+
+class CurrentUser:
+    """Dependency returning the verified :class:`AccessClaims` of the request.
+
+    Verifies signature and claims in process, then asks the store whether the
+    session is still live (one round trip). Raises ``MissingToken`` without a token.
+    """
+
+    def __init__(self, sessions: Callable[[], SessionService]) -> None:
+        self._sessions = sessions
+
+    async def __call__(self, request: Request) -> AccessClaims:
+        token = bearer_token(request)
+        if token is None:
+            raise MissingToken()
+        return await self._sessions().authenticate(token)
+
+
+class OptionalUser(CurrentUser):
+    """Like :class:`CurrentUser`, but ``None`` for a request without any token."""
+
+    async def __call__(self, request: Request) -> AccessClaims | None:  # type: ignore[override]
+        if request.headers.get("authorization") is None:
+            return None
+        return await super().__call__(request)

@@ -1,0 +1,164 @@
+"""The ``tokenstile`` command: run the service and administer users, sessions and the store."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from tokenstile.errors import TokenstileError
+from tokenstile.runtime import Runtime, key_ring, open_runtime, uses_embedded_database
+from tokenstile.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Refresh-token authentication service.", no_args_is_help=True, add_completion=False
+)
+user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+sessions_app = typer.Typer(help="Manage login sessions.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the SQL database schema.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(sessions_app, name="sessions")
+app.add_typer(db_app, name="db")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TOKENSTILE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise _fail(f"invalid configuration: {problems}") from None
+
+
+def _run(action: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Open a runtime, run ``action`` on it, close it; errors become one line and exit 1."""
+
+    async def main() -> T:
+        runtime = open_runtime(_settings())
+        try:
+            if uses_embedded_database(runtime.settings):
+                await runtime.database.upgrade()
+            return await action(runtime)
+        finally:
+            await runtime.aclose()
+
+    try:
+        return asyncio.run(main())
+    except TokenstileError as exc:
+        raise _fail(exc.detail) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
+) -> None:
+    """Run the HTTP service."""
+    import uvicorn
+
+    settings = _settings()
+    try:
+        key_ring(settings)  # create the dev secret once, before workers race for it
+    except TokenstileError as exc:
+        raise _fail(exc.detail) from None
+    if uses_embedded_database(settings):
+        _run(lambda runtime: runtime.database.upgrade())
+    uvicorn.run(
+        "tokenstile.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=access_log,
+        log_level="info",
+    )
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user (the password is prompted for unless --password-stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user = _run(lambda runtime: runtime.accounts.create_user(name, password))
+    typer.echo(f"created user {user.username} ({user.id})")
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Disable a user and end all of their sessions."""
+
+    async def disable(runtime: Runtime) -> int:
+        user = await runtime.accounts.disable(name)
+        return await runtime.sessions.end_all(user.id, reason="user_disabled")
+
+    ended = _run(disable)
+    typer.echo(f"disabled {name}; ended {ended} session(s)")
+
+
+@sessions_app.command("revoke")
+def sessions_revoke(
+    user: Annotated[str, typer.Option("--user", help="Whose sessions to end.")],
+) -> None:
+    """End every session of a user."""
+
+    async def revoke(runtime: Runtime) -> int:
+        account = await runtime.accounts.find(user)
+        return await runtime.sessions.end_all(account.id, reason="admin")
+
+    ended = _run(revoke)
+    typer.echo(f"ended {ended} session(s) of {user}")
+
+
+@app.command()
+def purge() -> None:
+    """Drop expired and revoked session state."""
+    removed = _run(lambda runtime: runtime.sessions.purge())
+    typer.echo(f"purged {removed} entries")
+
+
+@app.command()
+def check() -> None:
+    """Check the configuration and that the database and session store answer."""
+    settings = _settings()
+    try:
+        key_ring(settings)
+    except TokenstileError as exc:
+        raise _fail(exc.detail) from None
+    _run(lambda runtime: runtime.ping())
+    store = "redis" if settings.redis_url else "sql"
+    typer.echo(f"ok: database reachable, {store} session store reachable")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations."""
+    _run(lambda runtime: runtime.database.upgrade())
+    typer.echo("database schema is up to date")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The token lifecycle: pure logic, no web framework, no database driver."""

@@ -1,0 +1,132 @@
+"""Accounts: registration, password checks and the username and password policies."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+
+from tokenstile.core.clock import Clock
+from tokenstile.core.passwords import PasswordHasher
+from tokenstile.core.store import UserRecord, UserStore
+from tokenstile.errors import (
+    InvalidCredentials,
+    InvalidRequest,
+    NotFound,
+    RegistrationClosed,
+    WeakPassword,
+)
+
+USERNAME_MIN_LENGTH = 3
+USERNAME_MAX_LENGTH = 64
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 1024
+_USERNAME_PUNCTUATION = frozenset("._-@+")
+
+
+def normalize_username(raw: str) -> str:
+    """NFKC-normalised, case-folded and trimmed; ``InvalidRequest`` if unusable."""
+    username = unicodedata.normalize("NFKC", raw).casefold().strip()
+    if not USERNAME_MIN_LENGTH <= len(username) <= USERNAME_MAX_LENGTH:
+        raise InvalidRequest(
+            f"A username has {USERNAME_MIN_LENGTH} to {USERNAME_MAX_LENGTH} characters."
+        )
+    if not all(char.isalnum() or char in _USERNAME_PUNCTUATION for char in username):
+        raise InvalidRequest("A username has only letters, digits and . _ - @ +")
+    return username
+
+
+def check_password_policy(password: str, username: str) -> None:
+    """Raise ``WeakPassword`` for a password the policy refuses."""
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise WeakPassword(
+            f"A password has {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters."
+        )
+    if password.casefold() == username or len(set(password)) < 3:
+        raise WeakPassword("That password is too easy to guess.")
+
+
+class AccountService:
+    """Creates accounts and checks passwords; knows nothing of sessions."""
+
+    def __init__(
+        self,
+        users: UserStore,
+        hasher: PasswordHasher,
+        *,
+        clock: Clock,
+        allow_registration: bool = True,
+    ) -> None:
+        self._users = users
+        self._hasher = hasher
+        self._clock = clock
+        self._allow_registration = allow_registration
+
+    async def register(self, username: str, password: str) -> UserRecord:
+        """Self-service sign-up; ``RegistrationClosed`` when turned off."""
+        if not self._allow_registration:
+            raise RegistrationClosed()
+        return await self.create_user(username, password)
+
+    async def create_user(self, username: str, password: str) -> UserRecord:
+        """Create an account; raises ``InvalidRequest``, ``WeakPassword`` or ``UsernameTaken``."""
+        name = normalize_username(username)
+        check_password_policy(password, name)
+        user = UserRecord(
+            id=str(uuid.uuid4()),
+            username=name,
+            password_hash=await self._hasher.hash(password),
+            created_at=self._clock(),
+        )
+        await self._users.add_user(user)
+        return user
+
+    async def authenticate(self, username: str, password: str) -> UserRecord:
+        """The user these credentials name; ``InvalidCredentials`` otherwise.
+
+        Unknown, disabled and wrong-password cases take the same time and answer alike.
+        """
+        try:
+            user = await self._users.get_user_by_name(normalize_username(username))
+        except InvalidRequest:
+            user = None
+        if user is None:
+            await self._hasher.verify_nobody(password)
+            raise InvalidCredentials()
+        if not await self._hasher.verify(user.password_hash, password) or user.disabled_at:
+            raise InvalidCredentials()
+        if self._hasher.needs_rehash(user.password_hash):
+            await self._users.set_password_hash(
+                user.id, await self._hasher.hash(password), now=self._clock()
+            )
+        return user
+
+    async def change_password(self, user_id: str, current: str, new: str) -> UserRecord:
+        """Replace the password after checking the current one."""
+        user = await self._users.get_user(user_id)
+        if user is None or user.disabled_at:
+            raise InvalidCredentials()
+        if not await self._hasher.verify(user.password_hash, current):
+            raise InvalidCredentials("The current password is incorrect.")
+        check_password_policy(new, user.username)
+        await self._users.set_password_hash(
+            user.id, await self._hasher.hash(new), now=self._clock()
+        )
+        return user
+
+    async def get(self, user_id: str) -> UserRecord:
+        user = await self._users.get_user(user_id)
+        if user is None:
+            raise NotFound("No such user.")
+        return user
+
+    async def find(self, username: str) -> UserRecord:
+        """The account named ``username``; ``NotFound`` if none."""
+        user = await self._users.get_user_by_name(normalize_username(username))
+        if user is None:
+            raise NotFound(f"No user named {username!r}.")
+        return user
+
+    async def disable(self, username: str) -> UserRecord:
+        user = await self.find(username)
+        await self._users.disable_user(user.id, now=self._clock())
+        return user

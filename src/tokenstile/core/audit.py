@@ -1,0 +1,23 @@
+"""Security events (reuse detected, sessions ended), written without any token."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+AuditValue = str | int | float | None
+
+
+class AuditLog(Protocol):
+    def record(self, event: str, **fields: AuditValue) -> None: ...
+
+
+class LoggingAuditLog:
+    """Writes each event as one line on the ``tokenstile.audit`` logger."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger or logging.getLogger("tokenstile.audit")
+
+    def record(self, event: str, **fields: AuditValue) -> None:
+        details = " ".join(f"{name}={value}" for name, value in sorted(fields.items()))
+        self._logger.warning("%s %s", event, details, extra={"audit_event": event, **fields})

@@ -1,0 +1,191 @@
+"""Encoding and verifying tokens: the only module that imports the JWT library.
+
+Signature checking (PyJWT, algorithm pinned by the key ring) and claim checking
+(here, one ``_validate_<claim>`` per claim, against the injected clock) are separate
+steps, as RFC 8725 recommends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.types import Options
+
+from tokenstile.core.clock import Clock
+from tokenstile.core.keys import KeyRing
+from tokenstile.errors import InvalidToken, TokenExpired
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
+REFRESH_TOKEN_TYPE = "rt+jwt"
+MAX_TOKEN_BYTES = 8192
+"""Tokens longer than this are refused before any parsing."""
+
+_NO_CLAIM_CHECKS: Options = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """What a verified access token says."""
+
+    sub: str
+    sid: str
+    jti: str
+    iat: int
+    exp: int
+    client_id: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshClaims:
+    """What a verified refresh token says."""
+
+    sub: str
+    sid: str
+    jti: str
+    iat: int
+    exp: int
+
+
+class TokenCodec:
+    """Signs and verifies access and refresh tokens for one issuer and audience."""
+
+    def __init__(
+        self, keys: KeyRing, *, issuer: str, audience: str, leeway: float, clock: Clock
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+        self._clock = clock
+
+    def encode_access(
+        self,
+        *,
+        sub: str,
+        sid: str,
+        jti: str,
+        iat: int,
+        exp: int,
+        client_id: str,
+        username: str,
+    ) -> str:
+        claims = {
+            "iss": self._issuer,
+            "sub": sub,
+            "aud": self._audience,
+            "exp": exp,
+            "iat": iat,
+            "jti": jti,
+            "sid": sid,
+            "client_id": client_id,
+            "preferred_username": username,
+        }
+        return self._sign(claims, ACCESS_TOKEN_TYPE)
+
+    def encode_refresh(self, *, sub: str, sid: str, jti: str, iat: int, exp: int) -> str:
+        """Deterministic: the same arguments give the same claims in the same order,
+        so re-signing a session's current token reproduces it (byte-identical under HMAC)."""
+        claims = {"iss": self._issuer, "sub": sub, "exp": exp, "iat": iat, "jti": jti, "sid": sid}
+        return self._sign(claims, REFRESH_TOKEN_TYPE)
+
+    def decode_access(self, token: str) -> AccessClaims:
+        """Verify an access token; raises ``InvalidToken`` or ``TokenExpired``."""
+        claims = self._verify(token, ACCESS_TOKEN_TYPE)
+        self._validate_aud(claims)
+        return AccessClaims(
+            sub=claims["sub"],
+            sid=claims["sid"],
+            jti=claims["jti"],
+            iat=claims["iat"],
+            exp=claims["exp"],
+            client_id=_string(claims, "client_id"),
+            username=_string(claims, "preferred_username"),
+        )
+
+    def decode_refresh(self, token: str) -> RefreshClaims:
+        """Verify a refresh token; raises ``InvalidToken`` or ``TokenExpired``."""
+        claims = self._verify(token, REFRESH_TOKEN_TYPE)
+        return RefreshClaims(
+            sub=claims["sub"],
+            sid=claims["sid"],
+            jti=claims["jti"],
+            iat=claims["iat"],
+            exp=claims["exp"],
+        )
+
+    def _sign(self, claims: dict[str, Any], token_type: str) -> str:
+        signer = self._keys.signer
+        headers: dict[str, Any] = {"typ": token_type}
+        if signer.kid is not None:
+            headers["kid"] = signer.kid
+        return jwt.encode(claims, signer.key, algorithm=self._keys.algorithm, headers=headers)
+
+    def _verify(self, token: str, token_type: str) -> dict[str, Any]:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken()
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.verification_key(header.get("kid"))
+            decoded = jwt.decode_complete(
+                token, key, algorithms=[self._keys.algorithm], options=_NO_CLAIM_CHECKS
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken() from exc
+        if decoded["header"].get("typ") != token_type or "crit" in decoded["header"]:
+            raise InvalidToken("The token is not of the expected type.")
+        claims: dict[str, Any] = decoded["payload"]
+        self._validate_iss(claims)
+        self._validate_exp(claims)
+        self._validate_nbf(claims)
+        self._validate_iat(claims)
+        for name in ("sub", "sid", "jti"):
+            _string(claims, name)
+        return claims
+
+    def _validate_iss(self, claims: dict[str, Any]) -> None:
+        if claims.get("iss") != self._issuer:
+            raise InvalidToken("The token was issued by someone else.")
+
+    def _validate_aud(self, claims: dict[str, Any]) -> None:
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self._audience not in audiences:
+            raise InvalidToken("The token is meant for another audience.")
+
+    def _validate_exp(self, claims: dict[str, Any]) -> None:
+        if self._clock() >= _integer(claims, "exp") + self._leeway:
+            raise TokenExpired()
+
+    def _validate_nbf(self, claims: dict[str, Any]) -> None:
+        if "nbf" in claims and self._clock() + self._leeway < _integer(claims, "nbf"):
+            raise InvalidToken("The token is not valid yet.")
+
+    def _validate_iat(self, claims: dict[str, Any]) -> None:
+        if _integer(claims, "iat") > self._clock() + self._leeway:
+            raise InvalidToken("The token is not valid yet.")
+
+
+def _integer(claims: dict[str, Any], name: str) -> int:
+    value = claims.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidToken(f"The token's {name} claim is missing or malformed.")
+    return value
+
+
+def _string(claims: dict[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidToken(f"The token's {name} claim is missing or malformed.")
+    return value

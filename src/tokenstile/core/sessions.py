@@ -1,0 +1,206 @@
+"""The session lifecycle: login, rotation with grace and reuse detection, logout, verification.
+
+Every method makes at most one call to the session store on its common path, and that
+call is the atomic step the invariants rest on (SPEC §1).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+from tokenstile.core.audit import AuditLog
+from tokenstile.core.clock import Clock
+from tokenstile.core.codec import AccessClaims, TokenCodec
+from tokenstile.core.store import RotationOutcome, SessionRecord, SessionStore, UserRecord
+from tokenstile.errors import MissingToken, NotFound, TokenReused, TokenRevoked
+
+DEFAULT_CLIENT_ID = "tokenstile"
+
+
+def new_token_id() -> str:
+    """A random 128-bit identifier, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """Lifetimes in seconds (SPEC §3)."""
+
+    access_ttl: int = 900
+    refresh_ttl: int = 604_800
+    remember_me_ttl: int = 2_592_000
+    session_max_age: int = 7_776_000
+    refresh_grace: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    session: SessionRecord
+
+
+class SessionService:
+    """Issues, rotates, verifies and ends sessions through a :class:`SessionStore`."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        codec: TokenCodec,
+        policy: SessionPolicy,
+        *,
+        clock: Clock,
+        audit: AuditLog,
+    ) -> None:
+        self._store = store
+        self._codec = codec
+        self._policy = policy
+        self._clock = clock
+        self._audit = audit
+
+    async def start(
+        self,
+        user: UserRecord,
+        *,
+        remember_me: bool = False,
+        user_agent: str | None = None,
+        ip: str | None = None,
+        client_id: str | None = None,
+    ) -> TokenPair:
+        """Open a new session for ``user`` and return its first token pair."""
+        now = self._clock()
+        issued_at = math.floor(now)
+        policy = self._policy
+        refresh_ttl = policy.remember_me_ttl if remember_me else policy.refresh_ttl
+        max_expires_at = issued_at + policy.session_max_age
+        session = SessionRecord(
+            sid=new_token_id(),
+            user_id=user.id,
+            username=user.username,
+            current_jti=new_token_id(),
+            current_iat=issued_at,
+            previous_jti=None,
+            rotated_at=None,
+            refresh_ttl=refresh_ttl,
+            expires_at=min(issued_at + refresh_ttl, max_expires_at),
+            max_expires_at=max_expires_at,
+            created_at=now,
+            last_used_at=now,
+            user_agent=user_agent[:512] if user_agent else None,
+            ip=ip,
+            client_id=client_id or DEFAULT_CLIENT_ID,
+        )
+        await self._store.create_session(session)
+        return self._pair(session, now)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Rotate ``refresh_token`` into a new pair.
+
+        Raises ``InvalidToken``/``TokenExpired`` for a bad token (no store access),
+        ``TokenReused`` when a rotated-out token is replayed after the grace window
+        (the session is revoked), ``TokenRevoked`` when the session has ended, and
+        ``StoreUnavailable`` (nothing changed; the client may retry).
+        """
+        claims = self._codec.decode_refresh(refresh_token)
+        now = self._clock()
+        rotation = await self._store.rotate(
+            claims.sid, claims.jti, new_token_id(), now=now, grace=self._policy.refresh_grace
+        )
+        if rotation.outcome is RotationOutcome.REUSED:
+            self._audit.record("refresh_token_reused", sid=claims.sid, user_id=claims.sub)
+            raise TokenReused()
+        session = rotation.session
+        if session is None or session.user_id != claims.sub:
+            raise TokenRevoked()
+        return self._pair(session, now)
+
+    async def authenticate(self, access_token: str) -> AccessClaims:
+        """Verify an access token and that its session is still live.
+
+        Raises ``InvalidToken``, ``TokenExpired``, ``TokenRevoked`` or ``StoreUnavailable``.
+        """
+        claims = self._codec.decode_access(access_token)
+        if not await self._store.is_active(claims.sid, now=self._clock()):
+            raise TokenRevoked()
+        return claims
+
+    async def logout(self, *, access: AccessClaims | None, refresh_token: str | None) -> None:
+        """End the session of the bearer and of the presented refresh token.
+
+        A refresh token of another user than the bearer's is ignored; with neither
+        token, raises ``MissingToken``.
+        """
+        sids = set()
+        if access is not None:
+            sids.add(access.sid)
+        if refresh_token:
+            claims = self._codec.decode_refresh(refresh_token)
+            if access is None or claims.sub == access.sub:
+                sids.add(claims.sid)
+        if not sids:
+            raise MissingToken()
+        for sid in sids:
+            await self.end(sid)
+
+    async def end(self, sid: str, *, reason: str = "logout") -> bool:
+        """End one session: its refresh token and every access token carrying its ``sid``."""
+        ended = await self._store.revoke_session(sid, reason=reason, now=self._clock())
+        if ended:
+            self._audit.record("session_ended", sid=sid, reason=reason)
+        return ended
+
+    async def end_own(self, user_id: str, sid: str) -> None:
+        """End one of ``user_id``'s sessions; ``NotFound`` for anyone else's."""
+        session = await self._store.get_session(sid, now=self._clock())
+        if session is None or session.user_id != user_id:
+            raise NotFound("No such session.")
+        await self.end(sid)
+
+    async def end_all(
+        self, user_id: str, *, reason: str = "logout_all", keep_sid: str | None = None
+    ) -> int:
+        """End every session of a user (but ``keep_sid``); returns how many ended."""
+        count = await self._store.revoke_user_sessions(
+            user_id, reason=reason, now=self._clock(), keep_sid=keep_sid
+        )
+        self._audit.record("sessions_ended", user_id=user_id, reason=reason, count=count)
+        return count
+
+    async def list_sessions(self, user_id: str) -> list[SessionRecord]:
+        return await self._store.list_user_sessions(user_id, now=self._clock())
+
+    async def purge(self) -> int:
+        return await self._store.purge(now=self._clock())
+
+    def _pair(self, session: SessionRecord, now: float) -> TokenPair:
+        issued_at = math.floor(now)
+        access_expires_at = min(issued_at + self._policy.access_ttl, session.expires_at)
+        access = self._codec.encode_access(
+            sub=session.user_id,
+            sid=session.sid,
+            jti=new_token_id(),
+            iat=issued_at,
+            exp=access_expires_at,
+            client_id=session.client_id or DEFAULT_CLIENT_ID,
+            username=session.username,
+        )
+        # Derived from the record alone, so a grace-window answer re-creates the
+        # very token the first answer carried without the store holding it.
+        refresh = self._codec.encode_refresh(
+            sub=session.user_id,
+            sid=session.sid,
+            jti=session.current_jti,
+            iat=session.current_iat,
+            exp=session.expires_at,
+        )
+        return TokenPair(
+            access_token=access,
+            expires_in=max(access_expires_at - issued_at, 0),
+            refresh_token=refresh,
+            refresh_expires_in=max(session.expires_at - issued_at, 0),
+            session=session,
+        )

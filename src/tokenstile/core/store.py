@@ -1,0 +1,126 @@
+"""The store interfaces the core talks through, and the records they exchange."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One login on one device: the family of refresh tokens descending from it.
+
+    Holds ids only, never a usable token. Times are POSIX seconds.
+    """
+
+    sid: str
+    user_id: str
+    username: str
+    current_jti: str
+    current_iat: int
+    previous_jti: str | None
+    rotated_at: float | None
+    refresh_ttl: int
+    expires_at: int
+    max_expires_at: int
+    created_at: float
+    last_used_at: float
+    user_agent: str | None = None
+    ip: str | None = None
+    client_id: str | None = None
+
+
+class RotationOutcome(enum.Enum):
+    ROTATED = "rotated"
+    """The presented token was current; the session now has a new current token."""
+    GRACE = "grace"
+    """The presented token is the parent rotated out within the grace window."""
+    REUSED = "reused"
+    """A rotated-out token was replayed; the store has revoked the session."""
+    GONE = "gone"
+    """The session no longer exists (revoked, expired or never known)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    outcome: RotationOutcome
+    session: SessionRecord | None
+    """The session after the step (for ROTATED and GRACE), else ``None``."""
+
+
+class SessionStore(Protocol):
+    """Where sessions live. Every method is one atomic step; none reads then writes.
+
+    Implementations raise :class:`tokenstile.errors.StoreUnavailable` when the
+    backing service cannot be reached, and never change state when they do.
+    """
+
+    async def create_session(self, session: SessionRecord) -> None: ...
+
+    async def rotate(
+        self, sid: str, presented_jti: str, new_jti: str, *, now: float, grace: float
+    ) -> Rotation:
+        """Compare-and-set the session's current refresh token id.
+
+        If ``presented_jti`` is current: make ``new_jti`` current (issued at
+        ``int(now)``), keep the presented one as previous and extend ``expires_at``
+        to ``min(int(now) + refresh_ttl, max_expires_at)``. If it is the previous
+        one and ``now - rotated_at <= grace``: change nothing. Otherwise revoke the
+        session (reuse) or report it gone.
+        """
+        ...
+
+    async def is_active(self, sid: str, *, now: float) -> bool:
+        """Whether the session exists, is not revoked and has not expired."""
+        ...
+
+    async def get_session(self, sid: str, *, now: float) -> SessionRecord | None: ...
+
+    async def revoke_session(self, sid: str, *, reason: str, now: float) -> bool:
+        """Revoke one session; ``True`` if it was live."""
+        ...
+
+    async def revoke_user_sessions(
+        self, user_id: str, *, reason: str, now: float, keep_sid: str | None = None
+    ) -> int:
+        """Revoke every live session of a user except ``keep_sid``; returns how many."""
+        ...
+
+    async def list_user_sessions(self, user_id: str, *, now: float) -> list[SessionRecord]: ...
+
+    async def purge(self, *, now: float) -> int:
+        """Drop state that can no longer matter (expired or revoked sessions)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: str
+    username: str
+    password_hash: str
+    created_at: float
+    disabled_at: float | None = None
+    password_changed_at: float | None = None
+
+
+class UserStore(Protocol):
+    """Where accounts live (always the SQL database)."""
+
+    async def add_user(self, user: UserRecord) -> None:
+        """Insert a user; raise :class:`UsernameTaken` if the name exists."""
+        ...
+
+    async def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    async def get_user_by_name(self, username: str) -> UserRecord | None: ...
+
+    async def set_password_hash(self, user_id: str, password_hash: str, *, now: float) -> None: ...
+
+    async def disable_user(self, user_id: str, *, now: float) -> None: ...

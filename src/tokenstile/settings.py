@@ -1,0 +1,55 @@
+"""Settings from ``TOKENSTILE_*`` environment variables or a ``.env`` file (SPEC §3).
+
+Read only by the app factory and the command line; the core takes plain arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENSTILE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    secret_key: SecretStr | None = None
+    algorithm: str = "HS256"
+    access_ttl: int = Field(900, gt=0)
+    refresh_ttl: int = Field(604_800, gt=0)
+    remember_me_ttl: int = Field(2_592_000, gt=0)
+    session_max_age: int = Field(7_776_000, gt=0)
+    refresh_grace: int = Field(10, ge=0)
+    leeway: int = Field(5, ge=0)
+    issuer: str = "tokenstile"
+    audience: str = "tokenstile"
+    data_dir: Path = Path(".tokenstile")
+    database_url: str | None = None
+    redis_url: SecretStr | None = None
+    store_timeout: float = Field(2.0, gt=0)
+    allow_registration: bool = True
+    allowed_origins: str | None = None
+    cookie_secure: bool = True
+    introspection_secret: SecretStr | None = None
+    login_rate_limit: str = "5/minute"
+    register_rate_limit: str = "10/minute"
+    refresh_rate_limit: str = "600/minute"
+    rate_limit_enabled: bool = True
+    purge_interval: int = Field(600, gt=0)
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value != "HS256":
+            raise ValueError("only HS256 is supported in this release")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """``DATABASE_URL``, or the embedded SQLite file in ``DATA_DIR``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tokenstile.db').resolve()}"

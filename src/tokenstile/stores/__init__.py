@@ -1,0 +1,1 @@
+"""Implementations of the core store interfaces: SQL (SQLite, PostgreSQL) and Redis."""

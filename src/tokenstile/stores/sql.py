@@ -1,0 +1,329 @@
+"""SQL stores (SQLite through aiosqlite, PostgreSQL through asyncpg) on SQLAlchemy Core.
+
+Every store method is one statement in autocommit mode, so each is atomic on its own;
+rotation is a conditional ``UPDATE … WHERE current_jti = :presented RETURNING …``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, RowMapping, and_, case, delete, event, or_, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord, UserRecord
+from tokenstile.errors import StoreUnavailable, UsernameTaken
+from tokenstile.stores.sql_tables import sessions, users
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_SESSION_FIELDS = tuple(field.name for field in fields(SessionRecord))
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Translate a lost or refused database connection into ``StoreUnavailable``."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+        raise StoreUnavailable() from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc.orig, (OSError, TimeoutError)):
+            raise StoreUnavailable() from exc
+        raise
+
+
+def _session_from_row(row: RowMapping) -> SessionRecord:
+    return SessionRecord(**{name: row[name] for name in _SESSION_FIELDS})
+
+
+def _user_from_row(row: RowMapping) -> UserRecord:
+    return UserRecord(
+        id=row["id"],
+        username=row["username"],
+        password_hash=row["password_hash"],
+        created_at=row["created_at"],
+        disabled_at=row["disabled_at"],
+        password_changed_at=row["password_changed_at"],
+    )
+
+
+class SqlDatabase:
+    """One SQL database holding users (and sessions, when Redis is not used)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.users = SqlUserStore(autocommit)
+        self.sessions = SqlSessionStore(autocommit)
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = 5.0) -> SqlDatabase:
+        """Open (lazily) the database at ``url``; nothing is connected until first use."""
+        if url.startswith("sqlite"):
+            engine = create_async_engine(url, connect_args={"timeout": timeout})
+            event.listen(engine.sync_engine, "connect", _configure_sqlite)
+        else:
+            engine = create_async_engine(
+                url,
+                pool_size=10,
+                max_overflow=20,
+                pool_timeout=timeout,
+                connect_args={"timeout": timeout, "command_timeout": timeout},
+            )
+        return cls(engine)
+
+    @property
+    def url(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True)
+
+    async def upgrade(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+
+        def run(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        with _store_errors():
+            async with self._engine.begin() as connection:
+                await connection.run_sync(run)
+
+    async def ping(self) -> None:
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the one writer, so several worker processes can
+    # share the file; the busy timeout makes writers queue instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class SqlUserStore:
+    """Accounts in the ``users`` table."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add_user(self, user: UserRecord) -> None:
+        statement = users.insert().values(
+            id=user.id,
+            username=user.username,
+            password_hash=user.password_hash,
+            created_at=user.created_at,
+            disabled_at=user.disabled_at,
+            password_changed_at=user.password_changed_at,
+        )
+        try:
+            with _store_errors():
+                async with self._engine.connect() as connection:
+                    await connection.execute(statement)
+        except IntegrityError as exc:
+            raise UsernameTaken() from exc
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        return await self._one(select(users).where(users.c.id == user_id))
+
+    async def get_user_by_name(self, username: str) -> UserRecord | None:
+        return await self._one(select(users).where(users.c.username == username))
+
+    async def set_password_hash(self, user_id: str, password_hash: str, *, now: float) -> None:
+        statement = (
+            update(users)
+            .where(users.c.id == user_id)
+            .values(password_hash=password_hash, password_changed_at=now)
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                await connection.execute(statement)
+
+    async def disable_user(self, user_id: str, *, now: float) -> None:
+        statement = (
+            update(users)
+            .where(users.c.id == user_id, users.c.disabled_at.is_(None))
+            .values(disabled_at=now)
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                await connection.execute(statement)
+
+    async def _one(self, statement: Any) -> UserRecord | None:
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                row = (await connection.execute(statement)).mappings().first()
+        return None if row is None else _user_from_row(row)
+
+
+class SqlSessionStore:
+    """Sessions in the ``sessions`` table; see :class:`tokenstile.core.store.SessionStore`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create_session(self, session: SessionRecord) -> None:
+        values = {name: getattr(session, name) for name in _SESSION_FIELDS}
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                await connection.execute(sessions.insert().values(**values))
+
+    async def rotate(
+        self, sid: str, presented_jti: str, new_jti: str, *, now: float, grace: float
+    ) -> Rotation:
+        issued_at = math.floor(now)
+        extended = issued_at + sessions.c.refresh_ttl
+        live = and_(
+            sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
+        )
+        rotate = (
+            update(sessions)
+            .where(live, sessions.c.current_jti == presented_jti)
+            .values(
+                previous_jti=sessions.c.current_jti,
+                current_jti=new_jti,
+                current_iat=issued_at,
+                rotated_at=now,
+                last_used_at=now,
+                expires_at=case(
+                    (extended > sessions.c.max_expires_at, sessions.c.max_expires_at),
+                    else_=extended,
+                ),
+            )
+            .returning(*sessions.c)
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                row = (await connection.execute(rotate)).mappings().first()
+                if row is not None:
+                    return Rotation(RotationOutcome.ROTATED, _session_from_row(row))
+                # Not current: revoke the session unless the token is the parent
+                # still inside its grace window. One conditional statement, so a
+                # rotation racing this one cannot be misread as reuse.
+                reuse = (
+                    update(sessions)
+                    .where(live, sessions.c.current_jti != presented_jti)
+                    .where(~self._in_grace(presented_jti, now, grace))
+                    .values(revoked_at=now, revoke_reason="reuse")
+                    .returning(sessions.c.sid)
+                )
+                if (await connection.execute(reuse)).first() is not None:
+                    return Rotation(RotationOutcome.REUSED, None)
+                found = await connection.execute(select(sessions).where(live))
+                row = found.mappings().first()
+                if row is None:
+                    return Rotation(RotationOutcome.GONE, None)
+                session = _session_from_row(row)
+                if session.previous_jti == presented_jti:
+                    return Rotation(RotationOutcome.GRACE, session)
+                # Rotated again since the statement above: now a grandparent.
+                await connection.execute(
+                    update(sessions).where(live).values(revoked_at=now, revoke_reason="reuse")
+                )
+                return Rotation(RotationOutcome.REUSED, None)
+
+    @staticmethod
+    def _in_grace(presented_jti: str, now: float, grace: float) -> Any:
+        if grace <= 0:
+            return sessions.c.sid.is_(None)  # never true: grace is off
+        return and_(
+            sessions.c.previous_jti.is_not(None),
+            sessions.c.previous_jti == presented_jti,
+            sessions.c.rotated_at >= now - grace,
+        )
+
+    async def is_active(self, sid: str, *, now: float) -> bool:
+        statement = select(sessions.c.sid).where(
+            sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                return (await connection.execute(statement)).first() is not None
+
+    async def get_session(self, sid: str, *, now: float) -> SessionRecord | None:
+        statement = select(sessions).where(
+            sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                row = (await connection.execute(statement)).mappings().first()
+        return None if row is None else _session_from_row(row)
+
+    async def revoke_session(self, sid: str, *, reason: str, now: float) -> bool:
+        statement = (
+            update(sessions)
+            .where(sessions.c.sid == sid, sessions.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoke_reason=reason)
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                return (await connection.execute(statement)).rowcount > 0
+
+    async def revoke_user_sessions(
+        self, user_id: str, *, reason: str, now: float, keep_sid: str | None = None
+    ) -> int:
+        statement = (
+            update(sessions)
+            .where(
+                sessions.c.user_id == user_id,
+                sessions.c.revoked_at.is_(None),
+                sessions.c.expires_at > now,
+            )
+            .values(revoked_at=now, revoke_reason=reason)
+        )
+        if keep_sid is not None:
+            statement = statement.where(sessions.c.sid != keep_sid)
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                return (await connection.execute(statement)).rowcount
+
+    async def list_user_sessions(self, user_id: str, *, now: float) -> list[SessionRecord]:
+        statement = (
+            select(sessions)
+            .where(
+                sessions.c.user_id == user_id,
+                sessions.c.revoked_at.is_(None),
+                sessions.c.expires_at > now,
+            )
+            .order_by(sessions.c.created_at)
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(statement)).mappings().all()
+        return [_session_from_row(row) for row in rows]
+
+    async def purge(self, *, now: float) -> int:
+        # A missing row refuses tokens exactly like a revoked one, so revoked
+        # sessions can go at once; the audit log keeps the why.
+        statement = delete(sessions).where(
+            or_(sessions.c.expires_at <= now, sessions.c.revoked_at.is_not(None))
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                return (await connection.execute(statement)).rowcount
+
+    async def ping(self) -> None:
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()

@@ -1,0 +1,52 @@
+"""The SQL schema, shared by the SQL stores and the migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("disabled_at", Double, nullable=True),
+    Column("password_changed_at", Double, nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("current_jti", String(64), nullable=False),
+    Column("current_iat", BigInteger, nullable=False),
+    Column("previous_jti", String(64), nullable=True),
+    Column("rotated_at", Double, nullable=True),
+    Column("refresh_ttl", Integer, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("max_expires_at", BigInteger, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("last_used_at", Double, nullable=False),
+    Column("user_agent", String(512), nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("client_id", String(128), nullable=True),
+    Column("revoked_at", Double, nullable=True),
+    Column("revoke_reason", String(32), nullable=True),
+    Index("ix_sessions_user_id", "user_id"),
+    Index("ix_sessions_expires_at", "expires_at"),
+)
