@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import argon2
+
 from tokenstile.core.accounts import AccountService
 from tokenstile.core.audit import LoggingAuditLog
 from tokenstile.core.clock import Clock, system_clock
@@ -61,7 +63,9 @@ def open_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
         from tokenstile.stores.redis import RedisSessionStore
 
         session_store = RedisSessionStore.from_url(
-            settings.redis_url.get_secret_value(), timeout=settings.store_timeout
+            settings.redis_url.get_secret_value(),
+            prefix=settings.redis_prefix,
+            timeout=settings.store_timeout,
         )
     codec = TokenCodec(
         key_ring(settings),
@@ -83,7 +87,13 @@ def open_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
         session_store=session_store,
         accounts=AccountService(
             database.users,
-            PasswordHasher(),
+            PasswordHasher(
+                argon2.PasswordHasher(
+                    time_cost=settings.argon2_time_cost,
+                    memory_cost=settings.argon2_memory_kib,
+                    parallelism=settings.argon2_parallelism,
+                )
+            ),
             clock=clock,
             allow_registration=settings.allow_registration,
         ),

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".tokenstile")
     database_url: str | None = None
     redis_url: SecretStr | None = None
+    redis_prefix: str = "ts:"
     store_timeout: float = Field(2.0, gt=0)
     allow_registration: bool = True
     allowed_origins: str | None = None
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     refresh_rate_limit: str = "600/minute"
     rate_limit_enabled: bool = True
     purge_interval: int = Field(600, gt=0)
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_kib: int = Field(65_536, ge=8)
+    argon2_parallelism: int = Field(4, ge=1)
 
     @field_validator("algorithm")
     @classmethod

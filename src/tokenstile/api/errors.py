@@ -53,7 +53,8 @@ async def _tokenstile_error(request: Request, exc: Exception) -> JSONResponse:
     elif exc.status_code == 503:
         headers["Retry-After"] = "1"
     if exc.status_code >= 500:
-        logger.warning("request failed: %s", exc.code, exc_info=exc.__cause__)
+        # The cause's type only: driver messages may quote statement parameters.
+        logger.warning("request failed: %s (%s)", exc.code, type(exc.__cause__).__name__)
     return error_response(request, exc.status_code, exc.code, exc.detail, headers)
 
 

@@ -70,6 +70,7 @@ class SqlDatabase:
     def from_url(cls, url: str, *, timeout: float = 5.0) -> SqlDatabase:
         """Open (lazily) the database at ``url``; nothing is connected until first use."""
         if url.startswith("sqlite"):
+            # sqlite3's own ``timeout`` is its busy timeout: writers queue that long.
             engine = create_async_engine(url, connect_args={"timeout": timeout})
             event.listen(engine.sync_engine, "connect", _configure_sqlite)
         else:
@@ -110,12 +111,11 @@ class SqlDatabase:
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the one writer, so several worker processes can
-    # share the file; the busy timeout makes writers queue instead of failing.
+    # share the file.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 

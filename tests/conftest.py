@@ -1,0 +1,130 @@
+"""Real services for the test suite: Redis, PostgreSQL and a private redis-server.
+
+Tests that need a service the machine lacks are skipped with the reason, unless
+``TOKENSTILE_TEST_REQUIRE_SERVICES=1`` (CI), where a missing service fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+import redis
+
+from tests.redis_server import PrivateRedis
+
+T = TypeVar("T")
+
+REDIS_URL = os.environ.get("TOKENSTILE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get(
+    "TOKENSTILE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def service_missing(reason: str) -> NoReturn:
+    """Skip the test, or fail it when the environment requires every service."""
+    if os.environ.get("TOKENSTILE_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (TOKENSTILE_TEST_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def run_async(make_coroutine: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, even inside a test's event loop."""
+
+    async def main() -> T:
+        return await make_coroutine()
+
+    # A separate thread gets its own loop and leaves pytest-asyncio's loop alone.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the shared test Redis (database 15 unless overridden)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"tstest:{secrets.token_hex(6)}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parts = urlsplit(url)._replace(scheme="postgresql")
+    if database is not None:
+        parts = parts._replace(path=f"/{database}")
+    return parts.geturl()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """URL (asyncpg form) of a PostgreSQL database we may CREATE DATABASE from."""
+    dsn = _asyncpg_dsn(POSTGRES_URL)
+
+    async def check() -> None:
+        connection = await asyncpg.connect(dsn, timeout=2)
+        await connection.close()
+
+    try:
+        run_async(check)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        service_missing(f"PostgreSQL is not reachable at {dsn}: {exc}")
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh database for this test session, as a SQLAlchemy asyncpg URL; dropped after."""
+    database = f"tokenstile_test_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(postgres_admin_url, timeout=5)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    run_async(lambda: admin(f'CREATE DATABASE "{database}"'))
+    try:
+        url = _asyncpg_dsn(postgres_admin_url, database)
+        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    finally:
+        run_async(lambda: admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A running redis-server of this test's own, which the test may stop and restart."""
+    try:
+        server = PrivateRedis()
+    except FileNotFoundError as exc:
+        service_missing(str(exc))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
