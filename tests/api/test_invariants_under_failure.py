@@ -21,7 +21,7 @@ from tests.outages import stall_postgres, stall_redis, stall_sqlite
 from tests.redis_server import PrivateRedis
 from tests.servers import LiveServer
 
-STALL_SECONDS = 2.0
+STALL_SECONDS = 3.0
 
 
 @pytest.fixture

@@ -453,3 +453,21 @@ async def test_purge_keeps_live_sessions(
 
 async def test_ping_answers_while_the_store_is_up(session_store: SessionStore) -> None:
     await session_store.ping()
+
+
+async def test_rotate_for_another_owner_is_gone_and_changes_nothing(
+    session_store: SessionStore, user_id: str
+) -> None:
+    now = time.time()
+    session = await created(session_store, user_id, now)
+
+    result = await session_store.rotate(
+        session.sid, session.current_jti, new_jti(), now=now, grace=GRACE, user_id="someone-else"
+    )
+
+    assert result == Rotation(RotationOutcome.GONE, None)
+    assert await session_store.get_session(session.sid, now=now) == session
+    owned = await session_store.rotate(
+        session.sid, session.current_jti, new_jti(), now=now, grace=GRACE, user_id=user_id
+    )
+    assert owned.outcome is RotationOutcome.ROTATED

@@ -108,13 +108,18 @@ class SessionService:
         claims = self._codec.decode_refresh(refresh_token)
         now = self._clock()
         rotation = await self._store.rotate(
-            claims.sid, claims.jti, new_token_id(), now=now, grace=self._policy.refresh_grace
+            claims.sid,
+            claims.jti,
+            new_token_id(),
+            now=now,
+            grace=self._policy.refresh_grace,
+            user_id=claims.sub,
         )
         if rotation.outcome is RotationOutcome.REUSED:
             self._audit.record("refresh_token_reused", sid=claims.sid, user_id=claims.sub)
             raise TokenReused()
         session = rotation.session
-        if session is None or session.user_id != claims.sub:
+        if session is None:
             raise TokenRevoked()
         return self._pair(session, now)
 

@@ -53,21 +53,31 @@ class SessionStore(Protocol):
     """Where sessions live. Every method is one atomic step; none reads then writes.
 
     Implementations raise :class:`tokenstile.errors.StoreUnavailable` when the
-    backing service cannot be reached, and never change state when they do.
+    backing service cannot be reached. A failed call is safe to retry: single-session
+    steps either happened whole or not at all.
     """
 
     async def create_session(self, session: SessionRecord) -> None: ...
 
     async def rotate(
-        self, sid: str, presented_jti: str, new_jti: str, *, now: float, grace: float
+        self,
+        sid: str,
+        presented_jti: str,
+        new_jti: str,
+        *,
+        now: float,
+        grace: float,
+        user_id: str | None = None,
     ) -> Rotation:
         """Compare-and-set the session's current refresh token id.
 
+        A session that is missing, revoked, expired (``expires_at <= now``) or, when
+        ``user_id`` is given, owned by someone else is GONE and left unchanged.
         If ``presented_jti`` is current: make ``new_jti`` current (issued at
-        ``int(now)``), keep the presented one as previous and extend ``expires_at``
-        to ``min(int(now) + refresh_ttl, max_expires_at)``. If it is the previous
-        one and ``now - rotated_at <= grace``: change nothing. Otherwise revoke the
-        session (reuse) or report it gone.
+        ``floor(now)``), keep the presented one as previous and extend ``expires_at``
+        to ``min(floor(now) + refresh_ttl, max_expires_at)``. If it is the previous
+        one, ``grace > 0`` and ``now - rotated_at <= grace``: change nothing (GRACE).
+        Otherwise revoke the session (REUSED).
         """
         ...
 

@@ -39,7 +39,8 @@ from tokenstile.errors import StoreUnavailable
 
 __all__ = ["RedisSessionStore"]
 
-# KEYS[1] session hash. ARGV: presented jti, new jti, now, floor(now), grace.
+# KEYS[1] session hash. ARGV: presented jti, new jti, now, floor(now), grace, and the
+# expected owner ('' for any): a session of another owner is left alone as gone.
 # `now` and floor(now) arrive as the exact strings Python formatted and are stored
 # verbatim, so floats round-trip bit for bit and current_iat stays an integer.
 _ROTATE = """
@@ -48,7 +49,7 @@ local presented, new_jti = ARGV[1], ARGV[2]
 local now, iat, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local s = redis.call('HMGET', key, 'current_jti', 'previous_jti', 'rotated_at',
                      'refresh_ttl', 'max_expires_at', 'expires_at', 'user_id')
-if not s[1] or tonumber(s[6]) <= now then
+if not s[1] or tonumber(s[6]) <= now or (ARGV[6] ~= '' and ARGV[6] ~= s[7]) then
   return {'gone'}
 end
 if presented == s[1] then
@@ -199,7 +200,14 @@ class RedisSessionStore:
                 await pipe.execute()
 
     async def rotate(
-        self, sid: str, presented_jti: str, new_jti: str, *, now: float, grace: float
+        self,
+        sid: str,
+        presented_jti: str,
+        new_jti: str,
+        *,
+        now: float,
+        grace: float,
+        user_id: str | None = None,
     ) -> Rotation:
         """Compare-and-set the current refresh token id in one script run.
 
@@ -209,7 +217,14 @@ class RedisSessionStore:
         with _store_errors():
             reply = await self._rotate(
                 keys=[self._session_key(sid)],
-                args=[presented_jti, new_jti, repr(float(now)), str(floor(now)), repr(grace)],
+                args=[
+                    presented_jti,
+                    new_jti,
+                    repr(float(now)),
+                    str(floor(now)),
+                    repr(grace),
+                    user_id or "",
+                ],
             )
         outcome = RotationOutcome(reply[0])
         if outcome is RotationOutcome.REUSED:

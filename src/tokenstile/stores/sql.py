@@ -187,13 +187,22 @@ class SqlSessionStore:
                 await connection.execute(sessions.insert().values(**values))
 
     async def rotate(
-        self, sid: str, presented_jti: str, new_jti: str, *, now: float, grace: float
+        self,
+        sid: str,
+        presented_jti: str,
+        new_jti: str,
+        *,
+        now: float,
+        grace: float,
+        user_id: str | None = None,
     ) -> Rotation:
         issued_at = math.floor(now)
         extended = issued_at + sessions.c.refresh_ttl
         live = and_(
             sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
         )
+        if user_id is not None:
+            live = and_(live, sessions.c.user_id == user_id)
         rotate = (
             update(sessions)
             .where(live, sessions.c.current_jti == presented_jti)

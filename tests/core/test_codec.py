@@ -1,0 +1,482 @@
+"""Invariant 7: verification accepts only the pinned algorithm, known keys and valid claims.
+
+Each attack from RFC 8725 has a named test. Tokens are forged with PyJWT, or assembled by
+hand where PyJWT refuses to produce them (``alg: none``, a PEM used as an HMAC secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tokenstile.core.codec import MAX_TOKEN_BYTES, TokenCodec
+from tokenstile.core.keys import KeyRing
+from tokenstile.errors import ConfigurationError, InvalidToken, TokenExpired
+
+# 64 bytes, so PyJWT may also sign HS384/HS512 forgeries with them without a warning.
+SECRET = "a shared secret, long enough for HS512 as well as for HS256: 64 b"
+ATTACKER_SECRET = "the attacker's own secret, just as long as ours is, to be fair: 64"
+KEY = SECRET.encode()
+ISSUER = "https://auth.example"
+AUDIENCE = "api.example"
+LEEWAY = 5
+NOW = 1_700_000_000
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def codec(clock: FakeClock) -> TokenCodec:
+    return TokenCodec(
+        KeyRing.symmetric(KEY),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        leeway=LEEWAY,
+        clock=clock,
+    )
+
+
+def access_claims(**changes: Any) -> dict[str, Any]:
+    """Claims of a valid access token at NOW; ``None`` values are left out."""
+    claims = {
+        "iss": ISSUER,
+        "sub": "user-1",
+        "aud": AUDIENCE,
+        "exp": NOW + 900,
+        "iat": NOW,
+        "jti": "access-jti",
+        "sid": "session-1",
+        "client_id": "tokenstile",
+        "preferred_username": "alice",
+        **changes,
+    }
+    return {name: value for name, value in claims.items() if value is not None}
+
+
+def refresh_claims(**changes: Any) -> dict[str, Any]:
+    """Claims of a valid refresh token at NOW; ``None`` values are left out."""
+    claims = {
+        "iss": ISSUER,
+        "sub": "user-1",
+        "exp": NOW + 3600,
+        "iat": NOW,
+        "jti": "refresh-jti",
+        "sid": "session-1",
+        **changes,
+    }
+    return {name: value for name, value in claims.items() if value is not None}
+
+
+def forge(
+    claims: dict[str, Any],
+    *,
+    typ: str | None = "at+jwt",
+    key: Any = SECRET,
+    algorithm: str = "HS256",
+    **headers: Any,
+) -> str:
+    """A token signed by PyJWT with any key, algorithm and headers."""
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"typ": typ, **headers})
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def assemble(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    """A compact JWS built by hand, for tokens PyJWT refuses to make."""
+    header_part = b64url(json.dumps(header).encode())
+    payload_part = b64url(json.dumps(claims).encode())
+    return f"{header_part}.{payload_part}.{b64url(signature)}"
+
+
+def hs256_by_hand(header: dict[str, Any], claims: dict[str, Any], key: bytes) -> str:
+    unsigned = assemble(header, claims).rstrip(".")
+    signature = hmac.new(key, unsigned.encode(), hashlib.sha256).digest()
+    return f"{unsigned}.{b64url(signature)}"
+
+
+# -- the baseline: what a valid token looks like ---------------------------------------
+
+
+def test_invariant_7_accepts_a_well_formed_access_token(codec: TokenCodec) -> None:
+    claims = codec.decode_access(forge(access_claims()))
+
+    assert (claims.sub, claims.sid, claims.jti) == ("user-1", "session-1", "access-jti")
+    assert (claims.iat, claims.exp) == (NOW, NOW + 900)
+
+
+def test_invariant_7_accepts_a_well_formed_refresh_token(codec: TokenCodec) -> None:
+    claims = codec.decode_refresh(forge(refresh_claims(), typ="rt+jwt"))
+
+    assert (claims.sub, claims.sid, claims.jti) == ("user-1", "session-1", "refresh-jti")
+
+
+# -- algorithm and key -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+@pytest.mark.parametrize("signature", [b"", b"anything"], ids=["unsigned", "junk-signature"])
+def test_invariant_7_rejects_alg_none(codec: TokenCodec, alg: str, signature: bytes) -> None:
+    header = {"alg": alg, "typ": "at+jwt"}
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(assemble(header, access_claims(), signature))
+    with pytest.raises(InvalidToken):
+        codec.decode_refresh(assemble({**header, "typ": "rt+jwt"}, refresh_claims(), signature))
+
+
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_invariant_7_rejects_other_hmac_algorithms_even_with_the_right_secret(
+    codec: TokenCodec, algorithm: str
+) -> None:
+    token = forge(access_claims(), algorithm=algorithm)
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(token)
+
+
+@pytest.fixture(scope="module")
+def rsa_private_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_invariant_7_rejects_hs_rs_key_confusion(
+    codec: TokenCodec, rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    public_pem = rsa_private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # The classic confusion: an HS256 token whose HMAC key is the (public) RSA key.
+    # PyJWT refuses to sign that, so the token is assembled by hand.
+    hs_with_public_key = hs256_by_hand(
+        {"alg": "HS256", "typ": "at+jwt"}, access_claims(), public_pem
+    )
+    rs_with_private_key = forge(access_claims(), key=rsa_private_key, algorithm="RS256")
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(hs_with_public_key)
+    with pytest.raises(InvalidToken):
+        codec.decode_access(rs_with_private_key)
+
+
+def test_invariant_7_hand_assembled_hs256_matches_the_codec(codec: TokenCodec) -> None:
+    # Guards the forgery helper above: with the right key, hand-made tokens verify.
+    token = hs256_by_hand({"alg": "HS256", "typ": "at+jwt"}, access_claims(), KEY)
+
+    assert codec.decode_access(token).sub == "user-1"
+
+
+@pytest.mark.parametrize("kid", ["other-key", "", 7, ["a"], {"k": "v"}])
+def test_invariant_7_rejects_unknown_kid(codec: TokenCodec, kid: Any) -> None:
+    # Signed with the right secret: only the kid is wrong. By hand, because PyJWT
+    # refuses to put a kid that is not a string into a header.
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": kid}
+    token = hs256_by_hand(header, access_claims(), KEY)
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(token)
+
+
+def attacker_key_headers() -> dict[str, Any]:
+    attacker_jwk = {"kty": "oct", "k": b64url(ATTACKER_SECRET.encode())}
+    return {
+        "jku": "https://attacker.example/jwks.json",
+        "x5u": "https://attacker.example/cert.pem",
+        "jwk": attacker_jwk,
+    }
+
+
+def test_invariant_7_ignores_jku_x5u_and_jwk_headers(codec: TokenCodec) -> None:
+    signed_by_attacker = forge(access_claims(), key=ATTACKER_SECRET, **attacker_key_headers())
+    signed_by_us = forge(access_claims(), **attacker_key_headers())
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(signed_by_attacker)
+    assert codec.decode_access(signed_by_us).sub == "user-1"
+
+
+# -- claims ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("issuer", ["https://evil.example", "", None, ["https://auth.example"]])
+def test_invariant_7_rejects_wrong_issuer(codec: TokenCodec, issuer: Any) -> None:
+    # By hand, because PyJWT refuses to sign an issuer that is not a string.
+    access = hs256_by_hand({"alg": "HS256", "typ": "at+jwt"}, access_claims(iss=issuer), KEY)
+    refresh = hs256_by_hand({"alg": "HS256", "typ": "rt+jwt"}, refresh_claims(iss=issuer), KEY)
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(access)
+    with pytest.raises(InvalidToken):
+        codec.decode_refresh(refresh)
+
+
+@pytest.mark.parametrize("audience", ["other-api", ["other-api", "third-api"], "", None])
+def test_invariant_7_rejects_wrong_audience(codec: TokenCodec, audience: Any) -> None:
+    with pytest.raises(InvalidToken):
+        codec.decode_access(forge(access_claims(aud=audience)))
+
+
+def test_invariant_7_accepts_an_audience_list_that_names_us(codec: TokenCodec) -> None:
+    token = forge(access_claims(aud=["other-api", AUDIENCE]))
+
+    assert codec.decode_access(token).sub == "user-1"
+
+
+def test_invariant_7_rejects_refresh_token_as_access_token(codec: TokenCodec) -> None:
+    refresh = codec.encode_refresh(
+        sub="user-1", sid="session-1", jti="refresh-jti", iat=NOW, exp=NOW + 3600
+    )
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(refresh)
+
+
+def test_invariant_7_rejects_access_token_as_refresh_token(codec: TokenCodec) -> None:
+    access = codec.encode_access(
+        sub="user-1",
+        sid="session-1",
+        jti="access-jti",
+        iat=NOW,
+        exp=NOW + 900,
+        client_id="tokenstile",
+        username="alice",
+    )
+
+    with pytest.raises(InvalidToken):
+        codec.decode_refresh(access)
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "at+JWT ", "application/at+jwt"])
+def test_invariant_7_rejects_missing_typ(codec: TokenCodec, typ: str | None) -> None:
+    with pytest.raises(InvalidToken):
+        codec.decode_access(forge(access_claims(), typ=typ))
+    with pytest.raises(InvalidToken):
+        codec.decode_refresh(forge(refresh_claims(), typ=typ))
+
+
+def test_invariant_7_rejects_expired_token(codec: TokenCodec, clock: FakeClock) -> None:
+    access = forge(access_claims(exp=NOW + 900))
+    refresh = forge(refresh_claims(exp=NOW + 3600), typ="rt+jwt")
+    clock.now = NOW + 3600 + LEEWAY + 60
+
+    with pytest.raises(TokenExpired):
+        codec.decode_access(access)
+    with pytest.raises(TokenExpired):
+        codec.decode_refresh(refresh)
+
+
+def test_invariant_7_accepts_within_leeway(codec: TokenCodec, clock: FakeClock) -> None:
+    exp = NOW + 900
+    token = forge(access_claims(exp=exp))
+
+    clock.now = exp + LEEWAY - 1
+    assert codec.decode_access(token).exp == exp
+
+    clock.now = exp + LEEWAY + 1
+    with pytest.raises(TokenExpired):
+        codec.decode_access(token)
+
+
+def test_invariant_7_rejects_not_yet_valid_nbf(codec: TokenCodec) -> None:
+    slightly_early = forge(access_claims(nbf=NOW + LEEWAY - 1))
+    too_early = forge(access_claims(nbf=NOW + LEEWAY + 60))
+
+    assert codec.decode_access(slightly_early).sub == "user-1"
+    with pytest.raises(InvalidToken):
+        codec.decode_access(too_early)
+
+
+@pytest.mark.parametrize("nbf", ["soon", 1.5e9, True])
+def test_invariant_7_rejects_malformed_nbf(codec: TokenCodec, nbf: Any) -> None:
+    with pytest.raises(InvalidToken):
+        codec.decode_access(forge(access_claims(nbf=nbf)))
+
+
+def test_invariant_7_rejects_iat_in_the_future(codec: TokenCodec) -> None:
+    skewed = forge(access_claims(iat=NOW + LEEWAY - 1))
+    from_the_future = forge(access_claims(iat=NOW + LEEWAY + 60))
+
+    assert codec.decode_access(skewed).iat == NOW + LEEWAY - 1
+    with pytest.raises(InvalidToken):
+        codec.decode_access(from_the_future)
+
+
+# -- integrity ---------------------------------------------------------------------------
+
+
+def test_invariant_7_rejects_tampered_payload(codec: TokenCodec) -> None:
+    header, _, signature = forge(access_claims()).split(".")
+    promoted = b64url(json.dumps(access_claims(sub="admin")).encode())
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(f"{header}.{promoted}.{signature}")
+
+
+def test_invariant_7_rejects_tampered_signature(codec: TokenCodec) -> None:
+    header, payload, signature = forge(access_claims()).split(".")
+    # Flip one bit of the decoded signature: editing the last base64url character
+    # could touch only padding bits and leave the signature unchanged.
+    flipped = bytearray(b64url_decode(signature))
+    flipped[0] ^= 0x01
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(f"{header}.{payload}.{b64url(bytes(flipped))}")
+    with pytest.raises(InvalidToken):
+        codec.decode_access(f"{header}.{payload}.")
+
+
+@pytest.mark.parametrize(
+    "token", ["", "not-a-jwt", "a.b", "a.b.c.d", "...", "e30.e30.", "\x00\x01.\x02.\x03"]
+)
+def test_invariant_7_rejects_malformed_tokens(codec: TokenCodec, token: str) -> None:
+    with pytest.raises(InvalidToken):
+        codec.decode_access(token)
+
+
+def padded_token(length_at_most: int) -> str:
+    """The longest valid access token no longer than ``length_at_most`` characters."""
+    low, high = 0, length_at_most
+    best = ""
+    while low <= high:
+        middle = (low + high) // 2
+        token = forge(access_claims(pad="x" * middle))
+        if len(token) <= length_at_most:
+            best, low = token, middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def test_invariant_7_rejects_oversized_token_before_parsing(codec: TokenCodec) -> None:
+    just_fits = padded_token(MAX_TOKEN_BYTES)
+    oversized = forge(access_claims(pad="x" * MAX_TOKEN_BYTES))
+
+    assert len(just_fits) > MAX_TOKEN_BYTES - 4
+    assert codec.decode_access(just_fits).sub == "user-1"
+    with pytest.raises(InvalidToken) as refused:
+        codec.decode_access(oversized)
+    # Refused by the size check itself, not by the JWT library failing on it.
+    assert refused.value.__cause__ is None
+
+
+@pytest.mark.parametrize("exp", [str(NOW + 900), float(NOW + 900), True, None, [NOW + 900]])
+def test_invariant_7_rejects_non_integer_exp(codec: TokenCodec, exp: Any) -> None:
+    with pytest.raises(InvalidToken):
+        codec.decode_access(forge(access_claims(exp=exp)))
+    with pytest.raises(InvalidToken):
+        codec.decode_refresh(forge(refresh_claims(exp=exp), typ="rt+jwt"))
+
+
+@pytest.mark.parametrize("iat", [str(NOW), float(NOW), None])
+def test_invariant_7_rejects_non_integer_iat(codec: TokenCodec, iat: Any) -> None:
+    with pytest.raises(InvalidToken):
+        codec.decode_access(forge(access_claims(iat=iat)))
+
+
+@pytest.mark.parametrize("claim", ["sid", "jti", "sub"])
+@pytest.mark.parametrize("value", [None, "", 42], ids=["missing", "empty", "not-a-string"])
+def test_invariant_7_rejects_missing_sid_or_jti(codec: TokenCodec, claim: str, value: Any) -> None:
+    with pytest.raises(InvalidToken):
+        codec.decode_access(forge(access_claims(**{claim: value})))
+    with pytest.raises(InvalidToken):
+        codec.decode_refresh(forge(refresh_claims(**{claim: value}), typ="rt+jwt"))
+
+
+@pytest.mark.parametrize("crit", [["exp"], ["b64x"], []])
+def test_invariant_7_rejects_crit_header(codec: TokenCodec, crit: list[str]) -> None:
+    token = forge(access_claims(), crit=crit)
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(token)
+
+
+# -- keys and encoding -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 16, 31])
+def test_invariant_7_refuses_a_secret_under_32_bytes(length: int) -> None:
+    with pytest.raises(ConfigurationError):
+        KeyRing.symmetric(b"k" * length)
+
+
+def test_invariant_7_accepts_a_secret_of_32_bytes() -> None:
+    assert KeyRing.symmetric(b"k" * 32).algorithm == "HS256"
+
+
+def test_invariant_7_refresh_token_encoding_is_deterministic(codec: TokenCodec) -> None:
+    # The grace window re-creates the child token from the session record alone.
+    def encode(jti: str) -> str:
+        return codec.encode_refresh(sub="user-1", sid="session-1", jti=jti, iat=NOW, exp=NOW + 60)
+
+    first = encode("j")
+
+    assert encode("j") == first
+    assert encode("k") != first
+
+
+def encode_access(codec: TokenCodec, iat: int = NOW) -> str:
+    return codec.encode_access(
+        sub="user-1",
+        sid="session-1",
+        jti="access-jti",
+        iat=iat,
+        exp=iat + 900,
+        client_id="my-app",
+        username="alice",
+    )
+
+
+def test_invariant_7_access_token_is_an_rfc_9068_jwt(codec: TokenCodec) -> None:
+    token = encode_access(codec)
+
+    header = jwt.get_unverified_header(token)
+    claims = json.loads(b64url_decode(token.split(".")[1]))
+    assert header == {"alg": "HS256", "typ": "at+jwt"}
+    assert claims.keys() >= {"iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"}
+    assert claims["iss"] == ISSUER
+    assert claims["aud"] == AUDIENCE
+    assert claims["client_id"] == "my-app"
+    assert claims["sub"] == "user-1"
+
+
+def test_invariant_7_a_third_party_verifies_access_tokens_with_plain_pyjwt(
+    codec: TokenCodec, clock: FakeClock
+) -> None:
+    # PyJWT checks exp and iat against the real clock, so the codec uses real time here.
+    now = int(time.time())
+    clock.now = now
+    token = encode_access(codec, iat=now)
+
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER)
+
+    assert claims["sub"] == "user-1"
+    assert claims["sid"] == "session-1"
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, ATTACKER_SECRET, algorithms=["HS256"], audience=AUDIENCE)
