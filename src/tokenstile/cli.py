@@ -43,6 +43,15 @@ def _settings() -> Settings:
         raise _fail(f"invalid configuration: {problems}") from None
 
 
+def _check_keys(settings: Settings) -> None:
+    try:
+        key_ring(settings)
+    except TokenstileError as exc:
+        raise _fail(exc.detail) from None
+    except OSError as exc:
+        raise _fail(f"cannot use DATA_DIR {settings.data_dir}: {exc.strerror or exc}") from None
+
+
 def _run(action: Callable[[Runtime], Awaitable[T]]) -> T:
     """Open a runtime, run ``action`` on it, close it; errors become one line and exit 1."""
 
@@ -59,6 +68,8 @@ def _run(action: Callable[[Runtime], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except TokenstileError as exc:
         raise _fail(exc.detail) from None
+    except OSError as exc:  # e.g. a DATA_DIR that cannot be created
+        raise _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 
 
 @app.command()
@@ -72,10 +83,7 @@ def serve(
     import uvicorn
 
     settings = _settings()
-    try:
-        key_ring(settings)  # create the dev secret once, before workers race for it
-    except TokenstileError as exc:
-        raise _fail(exc.detail) from None
+    _check_keys(settings)  # creates the dev secret once, before workers race for it
     if uses_embedded_database(settings):
         _run(lambda runtime: runtime.database.upgrade())
     uvicorn.run(
@@ -144,10 +152,7 @@ def purge() -> None:
 def check() -> None:
     """Check the configuration and that the database and session store answer."""
     settings = _settings()
-    try:
-        key_ring(settings)
-    except TokenstileError as exc:
-        raise _fail(exc.detail) from None
+    _check_keys(settings)
     _run(lambda runtime: runtime.ping())
     store = "redis" if settings.redis_url else "sql"
     typer.echo(f"ok: database reachable, {store} session store reachable")

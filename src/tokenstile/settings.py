@@ -10,6 +10,13 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_DATABASE_DRIVERS = {
+    "sqlite://": "sqlite+aiosqlite://",
+    "postgresql://": "postgresql+asyncpg://",
+    "postgres://": "postgresql+asyncpg://",
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -49,6 +56,25 @@ class Settings(BaseSettings):
     def _known_algorithm(cls, value: str) -> str:
         if value != "HS256":
             raise ValueError("only HS256 is supported in this release")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(_REDIS_SCHEMES):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for plain, driver in _DATABASE_DRIVERS.items():
+            if value.startswith(plain):
+                return driver + value[len(plain) :]
+        if not value.startswith(tuple(_DATABASE_DRIVERS.values())):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
         return value
 
     @property

@@ -39,6 +39,13 @@ class KeyRing:
             )
         return cls("HS256", SigningKey(kid=None, key=secret), {None: secret})
 
+    @property
+    def sole_verification_key(self) -> Any | None:
+        """The only key that verifies anything, or ``None`` when a ``kid`` must choose."""
+        if len(self._verifiers) == 1:
+            return next(iter(self._verifiers.values()))
+        return None
+
     def verification_key(self, kid: str | None) -> Any:
         """The key that verifies a token with this ``kid``; ``InvalidToken`` if unknown."""
         try:

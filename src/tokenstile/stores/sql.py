@@ -16,7 +16,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, RowMapping, and_, case, delete, event, or_, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord, UserRecord
@@ -34,12 +34,10 @@ def _store_errors() -> Iterator[None]:
         yield
     except IntegrityError:
         raise
-    except (OperationalError, InterfaceError, OSError, TimeoutError) as exc:
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        # Lost connections, refused logins, missing databases, lock timeouts: no
+        # answer we could trust, so the request fails closed.
         raise StoreUnavailable() from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated or isinstance(exc.orig, (OSError, TimeoutError)):
-            raise StoreUnavailable() from exc
-        raise
 
 
 def _session_from_row(row: RowMapping) -> SessionRecord:

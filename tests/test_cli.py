@@ -1,0 +1,431 @@
+"""The `tokenstile` command, run as users run it: the installed console script in a subprocess.
+
+SPEC §4 and §7: every command has `--help`; an error is one line, without a traceback,
+and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.accounts import PASSWORD, bearer, new_username
+from tests.servers import ServiceProcess, free_port
+
+TOKENSTILE = Path(sys.executable).parent / "tokenstile"
+FAST_HASHING = {
+    "TOKENSTILE_ARGON2_TIME_COST": "1",
+    "TOKENSTILE_ARGON2_MEMORY_KIB": "8192",
+    "TOKENSTILE_ARGON2_PARALLELISM": "1",
+}
+
+
+@dataclass
+class Cli:
+    """Runs `tokenstile` with DATA_DIR in the test's directory and nothing inherited."""
+
+    cwd: Path
+    data_dir: Path
+
+    def env(self, settings: dict[str, str]) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSTILE_")}
+        return {
+            **inherited,
+            "TOKENSTILE_DATA_DIR": str(self.data_dir),
+            **FAST_HASHING,
+            **settings,
+        }
+
+    def __call__(
+        self, *args: str, stdin: str | None = None, **settings: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``tokenstile ARGS``; ``settings`` are extra variables (full names)."""
+        return subprocess.run(
+            [str(TOKENSTILE), *args],
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
+            capture_output=True,
+            text=True,
+            cwd=self.cwd,
+            env=self.env(settings),
+            timeout=60,
+            check=False,
+        )
+
+    def add_user(self, name: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+        return self("user", "add", name, "--password-stdin", stdin=f"{password}\n")
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(cwd=tmp_path, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def server(cli: Cli) -> Iterator[ServiceProcess]:
+    """`tokenstile serve` on the CLI's DATA_DIR (the same database and generated secret)."""
+    service = ServiceProcess(
+        {
+            "data_dir": str(cli.data_dir),
+            "rate_limit_enabled": "false",
+            **{k.removeprefix("TOKENSTILE_").lower(): v for k, v in FAST_HASHING.items()},
+        },
+        cwd=cli.cwd,
+    ).start()
+    yield service
+    service.stop()
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """A non-zero exit with exactly one line of explanation and no traceback."""
+    output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode != 0, output
+    assert "Traceback" not in result.stdout + result.stderr, output
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    (line,) = lines
+    assert line.startswith("error: "), output
+    for fragment in fragments:
+        assert fragment.lower() in line.lower(), output
+    return line
+
+
+def login(base_url: str, username: str, password: str = PASSWORD) -> httpx.Response:
+    return httpx.post(
+        f"{base_url}/auth/login", json={"username": username, "password": password}, timeout=10
+    )
+
+
+def logged_in(base_url: str, username: str) -> dict[str, Any]:
+    response = login(base_url, username)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def assert_session_dead(base_url: str, pair: dict[str, Any]) -> None:
+    me = httpx.get(f"{base_url}/users/me", headers=bearer(pair["access_token"]), timeout=10)
+    assert me.status_code == 401, me.text
+    assert me.json()["error"] == "token_revoked"
+    refreshed = httpx.post(
+        f"{base_url}/auth/refresh", json={"refresh_token": pair["refresh_token"]}, timeout=10
+    )
+    assert refreshed.status_code == 401, refreshed.text
+    assert refreshed.json()["error"] == "token_revoked"
+
+
+def assert_session_alive(base_url: str, pair: dict[str, Any]) -> None:
+    me = httpx.get(f"{base_url}/users/me", headers=bearer(pair["access_token"]), timeout=10)
+    assert me.status_code == 200, me.text
+
+
+# -- help ------------------------------------------------------------------------------
+
+COMMANDS: list[Any] = [
+    (),
+    ("serve",),
+    ("user",),
+    ("user", "add"),
+    ("user", "disable"),
+    ("sessions",),
+    ("sessions", "revoke"),
+    ("purge",),
+    ("check",),
+    ("db",),
+    ("db", "upgrade"),
+    pytest.param(
+        ("keys", "rotate"),
+        marks=pytest.mark.xfail(strict=True, reason="SPEC §4 `tokenstile keys rotate` is missing"),
+    ),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "tokenstile")
+def test_every_command_and_group_has_help(cli: Cli, command: Sequence[str]) -> None:
+    result = cli(*command, "--help")
+    assert_ok(result)
+    assert "Usage:" in result.stdout
+    assert result.stderr == ""
+    # Asking for help touches nothing.
+    assert not cli.data_dir.exists()
+
+
+def test_the_top_level_help_lists_every_command(cli: Cli) -> None:
+    result = cli("--help")
+    assert_ok(result)
+    for name in ("serve", "user", "sessions", "purge", "check", "db"):
+        assert re.search(rf"^\W*{name}\b", result.stdout, re.MULTILINE), name
+
+
+# -- user add --------------------------------------------------------------------------
+
+
+def test_user_add_creates_a_user_who_can_log_in(cli: Cli) -> None:
+    name = new_username()
+    result = cli.add_user(name)
+    assert_ok(result)
+    assert name in result.stdout
+
+    with_server = ServiceProcess(
+        {
+            "data_dir": str(cli.data_dir),
+            **{k.removeprefix("TOKENSTILE_").lower(): v for k, v in FAST_HASHING.items()},
+        },
+        cwd=cli.cwd,
+    ).start()
+    try:
+        assert login(with_server.base_url, name).status_code == 200
+        wrong = login(with_server.base_url, name, "not the password")
+        assert wrong.status_code == 401
+    finally:
+        with_server.stop()
+
+
+def test_user_add_of_an_existing_name_fails_with_one_line(cli: Cli) -> None:
+    name = new_username()
+    assert_ok(cli.add_user(name))
+    assert_one_line_error(cli.add_user(name, "another good password"), "taken")
+    # Names are case-insensitive: the same user under other capitals is taken too.
+    assert_one_line_error(cli.add_user(name.upper()), "taken")
+
+
+@pytest.mark.parametrize("password", ["short", "aaaaaaaaaaaa"], ids=["too-short", "one-letter"])
+def test_user_add_refuses_a_weak_password(cli: Cli, password: str) -> None:
+    name = new_username()
+    assert_one_line_error(cli.add_user(name, password), "password")
+    # Nothing was created: the name is still free.
+    assert_ok(cli.add_user(name))
+
+
+def test_user_add_refuses_an_invalid_username(cli: Cli) -> None:
+    assert_one_line_error(cli.add_user("no spaces allowed"), "username")
+
+
+def test_user_add_without_a_terminal_or_stdin_password_creates_nobody(cli: Cli) -> None:
+    name = new_username()
+    result = cli("user", "add", name)  # stdin is /dev/null: the prompt cannot be answered
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert_ok(cli.add_user(name))
+
+
+# -- user disable / sessions revoke ----------------------------------------------------
+
+
+def test_user_disable_ends_the_users_sessions_and_logins(cli: Cli, server: ServiceProcess) -> None:
+    name, other = new_username(), new_username()
+    assert_ok(cli.add_user(name))
+    assert_ok(cli.add_user(other))
+    sessions = [logged_in(server.base_url, name) for _ in range(2)]
+    bystander = logged_in(server.base_url, other)
+
+    result = cli("user", "disable", name)
+    assert_ok(result)
+    assert "2 session" in result.stdout, result.stdout
+
+    for pair in sessions:
+        assert_session_dead(server.base_url, pair)
+    refused = login(server.base_url, name)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"] == "invalid_credentials"
+    assert_session_alive(server.base_url, bystander)
+
+
+def test_sessions_revoke_ends_every_session_of_the_user(cli: Cli, server: ServiceProcess) -> None:
+    name, other = new_username(), new_username()
+    assert_ok(cli.add_user(name))
+    assert_ok(cli.add_user(other))
+    sessions = [logged_in(server.base_url, name) for _ in range(3)]
+    bystander = logged_in(server.base_url, other)
+
+    result = cli("sessions", "revoke", "--user", name)
+    assert_ok(result)
+    assert "3 session" in result.stdout, result.stdout
+
+    for pair in sessions:
+        assert_session_dead(server.base_url, pair)
+    assert_session_alive(server.base_url, bystander)
+    # The account itself still works: a new login starts a live session.
+    assert_session_alive(server.base_url, logged_in(server.base_url, name))
+
+    # The revoked sessions are now expired state that purge drops, once.
+    purged = cli("purge")
+    assert_ok(purged)
+    assert re.fullmatch(r"purged 3 entries\n", purged.stdout), purged.stdout
+    again = cli("purge")
+    assert_ok(again)
+    assert re.fullmatch(r"purged 0 entries\n", again.stdout), again.stdout
+    assert_session_alive(server.base_url, bystander)
+
+
+@pytest.mark.parametrize(
+    "command", [("user", "disable", "nobody"), ("sessions", "revoke", "--user", "nobody")]
+)
+def test_an_unknown_user_is_one_line_and_exit_1(cli: Cli, command: Sequence[str]) -> None:
+    result = cli(*command)
+    assert_one_line_error(result, "nobody")
+    assert result.returncode == 1
+
+
+# -- purge -----------------------------------------------------------------------------
+
+
+def test_purge_prints_a_count_and_exits_0(cli: Cli) -> None:
+    result = cli("purge")
+    assert_ok(result)
+    assert re.fullmatch(r"purged \d+ entries\n", result.stdout), result.stdout
+
+
+# -- check -----------------------------------------------------------------------------
+
+
+def test_check_passes_on_the_embedded_default(cli: Cli) -> None:
+    result = cli("check")
+    assert_ok(result)
+    assert result.stdout.startswith("ok"), result.stdout
+
+
+def test_check_passes_with_a_reachable_redis(cli: Cli, redis_url: str) -> None:
+    result = cli("check", TOKENSTILE_REDIS_URL=redis_url)
+    assert_ok(result)
+    assert "redis" in result.stdout
+
+
+def test_check_fails_with_one_line_when_redis_is_unreachable(cli: Cli) -> None:
+    started = time.monotonic()
+    result = cli(
+        "check", TOKENSTILE_REDIS_URL="redis://127.0.0.1:1/0", TOKENSTILE_STORE_TIMEOUT="0.5"
+    )
+    assert_one_line_error(result, "unavailable")
+    assert time.monotonic() - started < 15
+
+
+def test_check_fails_with_one_line_when_postgres_is_unreachable(cli: Cli) -> None:
+    result = cli(
+        "check",
+        TOKENSTILE_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:1/tokenstile",
+        TOKENSTILE_STORE_TIMEOUT="0.5",
+    )
+    assert_one_line_error(result)
+
+
+def test_check_fails_with_one_line_when_the_postgres_database_does_not_exist(
+    cli: Cli, postgres_admin_url: str
+) -> None:
+    missing = postgres_admin_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    missing = missing.rsplit("/", 1)[0] + "/tokenstile_no_such_database"
+    assert_one_line_error(cli("check", TOKENSTILE_DATABASE_URL=missing))
+
+
+def test_check_fails_with_one_line_on_a_malformed_redis_url(cli: Cli) -> None:
+    assert_one_line_error(cli("check", TOKENSTILE_REDIS_URL="localhost:6379"), "redis")
+
+
+@pytest.mark.parametrize("command", [("check",), ("serve", "--port", "0")])
+def test_a_secret_key_under_32_bytes_is_refused(cli: Cli, command: Sequence[str]) -> None:
+    # `serve --port 0` never starts serving when the key is refused; the timeout guards it.
+    assert_one_line_error(cli(*command, TOKENSTILE_SECRET_KEY="k" * 31), "SECRET_KEY", "32")
+
+
+def test_a_secret_key_of_32_bytes_is_accepted(cli: Cli) -> None:
+    assert_ok(cli("check", TOKENSTILE_SECRET_KEY="k" * 32))
+    # Bytes, not characters: 16 two-byte characters are 32 bytes.
+    assert_ok(cli("check", TOKENSTILE_SECRET_KEY="é" * 16))
+
+
+# -- db upgrade ------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_db_upgrade_on_postgres_is_idempotent(cli: Cli, postgres_database_url: str) -> None:
+    database = {"TOKENSTILE_DATABASE_URL": postgres_database_url}
+    for _ in range(2):
+        result = cli("db", "upgrade", **database)
+        assert_ok(result)
+        assert "up to date" in result.stdout
+    assert_ok(cli("check", **database))
+    # The schema is really there: a user can be created in it.
+    name = new_username()
+    assert_ok(cli("user", "add", name, "--password-stdin", stdin=f"{PASSWORD}\n", **database))
+    assert not (cli.data_dir / "tokenstile.db").exists()
+
+
+def test_db_upgrade_creates_the_embedded_database(cli: Cli) -> None:
+    assert_ok(cli("db", "upgrade"))
+    assert (cli.data_dir / "tokenstile.db").is_file()
+    assert_ok(cli("db", "upgrade"))
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TOKENSTILE_ACCESS_TTL", "abc"),
+        ("TOKENSTILE_REFRESH_GRACE", "-1"),
+        ("TOKENSTILE_ALGORITHM", "none"),
+        ("TOKENSTILE_COOKIE_SECURE", "maybe"),
+    ],
+)
+def test_an_invalid_setting_is_one_line_naming_the_variable(
+    cli: Cli, variable: str, value: str
+) -> None:
+    assert_one_line_error(cli("check", **{variable: value}), variable)
+
+
+@pytest.mark.parametrize(
+    "command", [("purge",), ("user", "disable", "someone"), ("serve", "--port", "0")]
+)
+def test_every_command_reports_an_invalid_setting_in_one_line(
+    cli: Cli, command: Sequence[str]
+) -> None:
+    # `serve --port 0` would run until the timeout if the setting were accepted.
+    result = cli(*command, TOKENSTILE_ACCESS_TTL="abc")
+    assert_one_line_error(result, "TOKENSTILE_ACCESS_TTL")
+
+
+def test_an_invalid_setting_in_a_dotenv_file_is_reported_too(cli: Cli) -> None:
+    (cli.cwd / ".env").write_text("TOKENSTILE_ACCESS_TTL=abc\n")
+    assert_one_line_error(cli("check"), "TOKENSTILE_ACCESS_TTL")
+
+
+# -- the development secret ------------------------------------------------------------
+
+
+def test_the_generated_dev_secret_is_private_and_kept(cli: Cli) -> None:
+    assert_ok(cli("check"))
+    secret_file = cli.data_dir / "secret_key"
+    mode = stat.S_IMODE(secret_file.stat().st_mode)
+    assert mode == 0o600, oct(mode)
+    secret = secret_file.read_bytes()
+    assert len(secret.strip()) >= 32
+    assert_ok(cli("check"))
+    assert secret_file.read_bytes() == secret
+
+
+def test_serve_refuses_a_port_in_use_without_a_traceback(cli: Cli) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen(1)
+        result = cli("serve", "--port", str(port))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
