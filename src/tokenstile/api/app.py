@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
 
+from tokenstile.api.cookies import CookieTransport
 from tokenstile.api.errors import install_error_handlers
 from tokenstile.api.routes import auth_router, health_router
 from tokenstile.api.security import CurrentUser, OptionalUser
+from tokenstile.api.web import install_web
 from tokenstile.errors import TokenstileError
 from tokenstile.runtime import Runtime, open_runtime, uses_embedded_database
 from tokenstile.settings import Settings
@@ -36,7 +38,10 @@ class Tokenstile:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._runtime: Runtime | None = None
-        self.router: APIRouter = auth_router(self.runtime)
+        self.cookies = CookieTransport(
+            secure=self.settings.cookie_secure, allowed_origins=self.settings.allowed_origins
+        )
+        self.router: APIRouter = auth_router(self.runtime, self.cookies)
         self.current_user = CurrentUser(lambda: self.runtime().sessions)
         self.optional_user = OptionalUser(lambda: self.runtime().sessions)
 
@@ -90,5 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     auth.install(app)
     app.include_router(health_router(auth.runtime))
+    install_web(app)
     app.state.tokenstile = auth
     return app

@@ -55,7 +55,10 @@ async def _tokenstile_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code >= 500:
         # The cause's type only: driver messages may quote statement parameters.
         logger.warning("request failed: %s (%s)", exc.code, type(exc.__cause__).__name__)
-    return error_response(request, exc.status_code, exc.code, exc.detail, headers)
+    response = error_response(request, exc.status_code, exc.code, exc.detail, headers)
+    for name, value in exc.headers:
+        response.headers.append(name, value)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request, Response, status
 
+from tokenstile.api.cookies import REFRESH_COOKIE, CookieTransport, wants_cookie
 from tokenstile.api.errors import NO_STORE
 from tokenstile.api.schemas import (
     Credentials,
@@ -21,7 +22,8 @@ from tokenstile.api.schemas import (
 )
 from tokenstile.api.security import CurrentUser, OptionalUser
 from tokenstile.core.codec import AccessClaims
-from tokenstile.errors import InvalidRequest
+from tokenstile.core.sessions import TokenPair
+from tokenstile.errors import AuthenticationError, InvalidRequest
 from tokenstile.runtime import Runtime
 
 
@@ -33,7 +35,7 @@ def _no_store(response: Response) -> None:
     response.headers.update(NO_STORE)
 
 
-def auth_router(runtime: Callable[[], Runtime]) -> APIRouter:
+def auth_router(runtime: Callable[[], Runtime], cookies: CookieTransport) -> APIRouter:
     """The ``/auth/*`` routes and ``/users/me``, bound to a runtime provider."""
     router = APIRouter()
     current_user = CurrentUser(lambda: runtime().sessions)
@@ -45,7 +47,16 @@ def auth_router(runtime: Callable[[], Runtime]) -> APIRouter:
         user = await runtime().accounts.register(body.username, body.password)
         return UserOut(id=user.id, username=user.username)
 
-    @router.post("/auth/login", tags=["auth"])
+    def answer(
+        request: Request, response: Response, pair: TokenPair, *, by_cookie: bool
+    ) -> TokenResponse:
+        _no_store(response)
+        if by_cookie:
+            cookies.issue(request, response, pair)
+            return TokenResponse.of(pair, include_refresh_token=False)
+        return TokenResponse.of(pair)
+
+    @router.post("/auth/login", tags=["auth"], response_model_exclude_none=True)
     async def login(body: LoginRequest, request: Request, response: Response) -> TokenResponse:
         rt = runtime()
         user = await rt.accounts.authenticate(body.username, body.password)
@@ -55,26 +66,42 @@ def auth_router(runtime: Callable[[], Runtime]) -> APIRouter:
             user_agent=request.headers.get("user-agent"),
             ip=_client_ip(request),
         )
-        _no_store(response)
-        return TokenResponse.of(pair)
+        return answer(request, response, pair, by_cookie=wants_cookie(request))
 
-    @router.post("/auth/refresh", tags=["auth"])
+    @router.post("/auth/refresh", tags=["auth"], response_model_exclude_none=True)
     async def refresh(
-        response: Response, body: Annotated[RefreshRequest | None, Body()] = None
+        request: Request,
+        response: Response,
+        body: Annotated[RefreshRequest | None, Body()] = None,
     ) -> TokenResponse:
-        if body is None or not body.refresh_token:
+        token = body.refresh_token if body else None
+        by_cookie = token is None and REFRESH_COOKIE in request.cookies
+        if by_cookie:
+            token = cookies.refresh_token(request)
+        if not token:
             raise InvalidRequest("refresh_token is required.")
-        pair = await runtime().sessions.refresh(body.refresh_token)
-        _no_store(response)
-        return TokenResponse.of(pair)
+        try:
+            pair = await runtime().sessions.refresh(token)
+        except AuthenticationError as exc:
+            # The server rejected this token for good: drop the dead cookie. Any
+            # other failure (503) leaves it, so the client can retry.
+            if by_cookie:
+                exc.headers.extend(cookies.clearing_headers())
+            raise
+        return answer(request, response, pair, by_cookie=by_cookie or wants_cookie(request))
 
     @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
     async def logout(
+        request: Request,
+        response: Response,
         user: Annotated[AccessClaims | None, Depends(optional_user)],
         body: Annotated[RefreshRequest | None, Body()] = None,
     ) -> None:
         refresh_token = body.refresh_token if body else None
+        if refresh_token is None:
+            refresh_token = cookies.refresh_token(request)
         await runtime().sessions.logout(access=user, refresh_token=refresh_token)
+        cookies.clear(response)
 
     @router.post("/auth/logout-all", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
     async def logout_all(user: User) -> None:

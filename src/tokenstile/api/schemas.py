@@ -46,11 +46,11 @@ class TokenResponse(BaseModel):
     refresh_expires_in: int
 
     @classmethod
-    def of(cls, pair: TokenPair) -> TokenResponse:
+    def of(cls, pair: TokenPair, *, include_refresh_token: bool = True) -> TokenResponse:
         return cls(
             access_token=pair.access_token,
             expires_in=pair.expires_in,
-            refresh_token=pair.refresh_token,
+            refresh_token=pair.refresh_token if include_refresh_token else None,
             refresh_expires_in=pair.refresh_expires_in,
         )
 

@@ -14,7 +14,7 @@ from tokenstile.core.audit import AuditLog
 from tokenstile.core.clock import Clock
 from tokenstile.core.codec import AccessClaims, TokenCodec
 from tokenstile.core.store import RotationOutcome, SessionRecord, SessionStore, UserRecord
-from tokenstile.errors import MissingToken, NotFound, TokenReused, TokenRevoked
+from tokenstile.errors import MissingToken, NotFound, TokenExpired, TokenReused, TokenRevoked
 
 DEFAULT_CLIENT_ID = "tokenstile"
 
@@ -93,6 +93,7 @@ class SessionService:
             user_agent=user_agent[:512] if user_agent else None,
             ip=ip,
             client_id=client_id or DEFAULT_CLIENT_ID,
+            remember_me=remember_me,
         )
         await self._store.create_session(session)
         return self._pair(session, now)
@@ -136,18 +137,22 @@ class SessionService:
     async def logout(self, *, access: AccessClaims | None, refresh_token: str | None) -> None:
         """End the session of the bearer and of the presented refresh token.
 
-        A refresh token of another user than the bearer's is ignored; with neither
-        token, raises ``MissingToken``.
+        A refresh token of another user than the bearer's is ignored, and so is an
+        expired one (its session is over, or it was rotated out long ago). Raises
+        ``MissingToken`` with neither token, ``InvalidToken`` for a forged one.
         """
+        if access is None and not refresh_token:
+            raise MissingToken()
         sids = set()
         if access is not None:
             sids.add(access.sid)
         if refresh_token:
-            claims = self._codec.decode_refresh(refresh_token)
-            if access is None or claims.sub == access.sub:
+            try:
+                claims = self._codec.decode_refresh(refresh_token)
+            except TokenExpired:
+                claims = None
+            if claims is not None and (access is None or claims.sub == access.sub):
                 sids.add(claims.sid)
-        if not sids:
-            raise MissingToken()
         for sid in sids:
             await self.end(sid)
 

@@ -29,6 +29,8 @@ class SessionRecord:
     user_agent: str | None = None
     ip: str | None = None
     client_id: str | None = None
+    remember_me: bool = False
+    """A "remember me" login: its browser cookie outlives the browser session."""
 
 
 class RotationOutcome(enum.Enum):

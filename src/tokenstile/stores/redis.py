@@ -84,6 +84,7 @@ return user_id
 
 _INTEGER_FIELDS = frozenset({"current_iat", "refresh_ttl", "expires_at", "max_expires_at"})
 _FLOAT_FIELDS = frozenset({"rotated_at", "created_at", "last_used_at"})
+_BOOLEAN_FIELDS = frozenset({"remember_me"})
 
 # Replies that mean "Redis cannot serve us right now" rather than "our command is wrong".
 _OUTAGE_REPLIES = (
@@ -114,7 +115,10 @@ def _encode(record: SessionRecord) -> dict[str, str]:
         value = getattr(record, field.name)
         if value is not None:
             # repr() of a float is the shortest string that parses back to the same float.
-            fields[field.name] = repr(value) if isinstance(value, float) else str(value)
+            if isinstance(value, bool):
+                fields[field.name] = "1" if value else "0"
+            else:
+                fields[field.name] = repr(value) if isinstance(value, float) else str(value)
     return fields
 
 
@@ -126,6 +130,8 @@ def _decode(fields: dict[str, str]) -> SessionRecord:
             values[name] = int(text)
         elif name in _FLOAT_FIELDS:
             values[name] = float(text)
+        elif name in _BOOLEAN_FIELDS:
+            values[name] = text == "1"
         else:
             values[name] = text
     return SessionRecord(**values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     ForeignKey,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    false,
 )
 
 metadata = MetaData()
@@ -45,6 +47,7 @@ sessions = Table(
     Column("user_agent", String(512), nullable=True),
     Column("ip", String(64), nullable=True),
     Column("client_id", String(128), nullable=True),
+    Column("remember_me", Boolean, nullable=False, server_default=false()),
     Column("revoked_at", Double, nullable=True),
     Column("revoke_reason", String(32), nullable=True),
     Index("ix_sessions_user_id", "user_id"),

@@ -1,0 +1,107 @@
+"""The browser transport: the refresh token in an HttpOnly cookie, guarded against CSRF.
+
+A request opts in with ``X-Token-Transport: cookie`` (SPEC §2). Every request that the
+refresh cookie authenticates must echo the readable ``tokenstile_csrf`` cookie in
+``X-CSRF-Token`` (double submit) and come from an allowed ``Origin``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from fastapi import Request, Response
+
+from tokenstile.core.sessions import TokenPair
+from tokenstile.errors import CsrfFailed
+
+REFRESH_COOKIE = "tokenstile_refresh"
+CSRF_COOKIE = "tokenstile_csrf"
+CSRF_HEADER = "x-csrf-token"
+TRANSPORT_HEADER = "x-token-transport"
+REFRESH_COOKIE_PATH = "/auth"
+
+
+def wants_cookie(request: Request) -> bool:
+    """Whether the client asked for the cookie transport."""
+    return request.headers.get(TRANSPORT_HEADER, "").strip().lower() == "cookie"
+
+
+class CookieTransport:
+    """Sets, clears and checks the refresh and CSRF cookies."""
+
+    def __init__(self, *, secure: bool, allowed_origins: str | None) -> None:
+        self._secure = secure
+        self._allowed = (
+            frozenset(o.strip().rstrip("/") for o in allowed_origins.split(",") if o.strip())
+            if allowed_origins
+            else None
+        )
+
+    def refresh_token(self, request: Request) -> str | None:
+        """The refresh cookie's token after the CSRF checks; ``None`` without a cookie."""
+        token = request.cookies.get(REFRESH_COOKIE)
+        if not token:
+            return None
+        self.check_csrf(request)
+        return token
+
+    def check_csrf(self, request: Request) -> None:
+        """Raise ``CsrfFailed`` unless the double-submit token and the Origin match."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        header = request.headers.get(CSRF_HEADER, "")
+        if not cookie or not hmac.compare_digest(cookie.encode(), header.encode()):
+            raise CsrfFailed("The X-CSRF-Token header does not match the CSRF cookie.")
+        origin = request.headers.get("origin")
+        if origin is None or origin.rstrip("/") not in self._allowed_origins(request):
+            raise CsrfFailed("The request's Origin is not allowed.")
+
+    def issue(self, request: Request, response: Response, pair: TokenPair) -> None:
+        """Put the refresh token and a CSRF token in cookies on ``response``."""
+        # Remember-me sessions outlive the browser; others end with it.
+        max_age = pair.refresh_expires_in if pair.session.remember_me else None
+        response.set_cookie(
+            REFRESH_COOKIE,
+            pair.refresh_token,
+            max_age=max_age,
+            path=REFRESH_COOKIE_PATH,
+            secure=self._secure,
+            httponly=True,
+            samesite="strict",
+        )
+        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+        response.set_cookie(
+            CSRF_COOKIE,
+            csrf,
+            max_age=max_age,
+            path="/",
+            secure=self._secure,
+            httponly=False,
+            samesite="strict",
+        )
+
+    def clear(self, response: Response) -> None:
+        response.delete_cookie(
+            REFRESH_COOKIE,
+            path=REFRESH_COOKIE_PATH,
+            secure=self._secure,
+            httponly=True,
+            samesite="strict",
+        )
+        response.delete_cookie(CSRF_COOKIE, path="/", secure=self._secure, samesite="strict")
+
+    def clearing_headers(self) -> list[tuple[str, str]]:
+        """``Set-Cookie`` headers that clear both cookies, for an error response."""
+        response = Response()
+        self.clear(response)
+        return [
+            (name.decode(), value.decode())
+            for name, value in response.raw_headers
+            if name == b"set-cookie"
+        ]
+
+    def _allowed_origins(self, request: Request) -> frozenset[str]:
+        if self._allowed is not None:
+            return self._allowed
+        host = request.headers.get("host", "")
+        return frozenset({f"{request.url.scheme}://{host}"})

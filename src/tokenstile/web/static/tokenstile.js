@@ -1,0 +1,1 @@
+// tokenstile browser client
