@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
 
+from tokenstile.core.keys import RELOAD_INTERVAL
 from tokenstile.errors import TokenstileError
+from tokenstile.keyfiles import rotate_keys
 from tokenstile.runtime import Runtime, key_ring, open_runtime, uses_embedded_database
 from tokenstile.settings import Settings
 
@@ -22,9 +26,13 @@ app = typer.Typer(
 user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 sessions_app = typer.Typer(help="Manage login sessions.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the SQL database schema.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Manage the signing keys of RS256, ES256 and EdDSA.", no_args_is_help=True
+)
 app.add_typer(user_app, name="user")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -144,7 +152,7 @@ def sessions_revoke(
 @app.command()
 def purge() -> None:
     """Drop expired and revoked session state."""
-    removed = _run(lambda runtime: runtime.sessions.purge())
+    removed = _run(lambda runtime: runtime.purge())
     typer.echo(f"purged {removed} entries")
 
 
@@ -163,6 +171,50 @@ def db_upgrade() -> None:
     """Apply the database migrations."""
     _run(lambda runtime: runtime.database.upgrade())
     typer.echo("database schema is up to date")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new key the signer; older keys verify until their last token expires."""
+    settings = _settings()
+    if settings.algorithm == "HS256":
+        raise _fail(
+            "keys rotate applies to RS256, ES256 and EdDSA; under HS256 rotate SECRET_KEY "
+            "by setting a new one (or deleting DATA_DIR/secret_key) and restarting, "
+            "which ends every session"
+        )
+    if settings.keys_file is not None:
+        raise _fail(
+            f"KEYS_FILE ({settings.keys_file}) is managed by its operator: put the new key "
+            "first in it, keep the old ones until their tokens expire, then remove them"
+        )
+    now = time.time()
+    try:
+        rotation = rotate_keys(
+            settings.data_dir, settings.algorithm, now=now, retain_for=_key_retention(settings)
+        )
+    except TokenstileError as exc:
+        raise _fail(exc.detail) from None
+    except OSError as exc:
+        raise _fail(f"cannot use DATA_DIR {settings.data_dir}: {exc.strerror or exc}") from None
+    typer.echo(f"signing with new key {rotation.signer} ({settings.algorithm})")
+    for kid, not_after in rotation.retired.items():
+        until = datetime.fromtimestamp(not_after, UTC).isoformat(timespec="seconds")
+        typer.echo(f"retired key {kid}: verifies until {until}")
+    for kid in rotation.removed:
+        typer.echo(f"removed key {kid}: every token it signed has expired")
+    typer.echo(f"running servers switch to the new key within {RELOAD_INTERVAL:.0f} s")
+
+
+def _key_retention(settings: Settings) -> float:
+    """Seconds a rotated-out key keeps verifying: the longest a token it signed can live.
+
+    Access tokens never outlive their session's refresh token; refresh tokens live
+    ``REFRESH_TTL`` or ``REMEMBER_ME_TTL``, never past ``SESSION_MAX_AGE``. Add the clock
+    ``LEEWAY``, and the reload interval in which running servers still sign with the old key.
+    """
+    longest = max(settings.access_ttl, settings.refresh_ttl, settings.remember_me_ttl)
+    return min(longest, settings.session_max_age) + settings.leeway + RELOAD_INTERVAL
 
 
 def main() -> None:

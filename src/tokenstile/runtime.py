@@ -12,9 +12,11 @@ from tokenstile.core.clock import Clock, system_clock
 from tokenstile.core.codec import TokenCodec
 from tokenstile.core.keys import KeyRing
 from tokenstile.core.passwords import PasswordHasher
+from tokenstile.core.ratelimit import RateCounter, RateLimiter, RatePolicy
 from tokenstile.core.sessions import SessionPolicy, SessionService
 from tokenstile.core.store import SessionStore
-from tokenstile.keyfiles import load_or_create_secret
+from tokenstile.errors import ConfigurationError
+from tokenstile.keyfiles import KeySetFile, load_or_create_keys, load_or_create_secret
 from tokenstile.settings import Settings
 from tokenstile.stores.sql import SqlDatabase
 
@@ -28,6 +30,13 @@ class Runtime:
     session_store: SessionStore
     accounts: AccountService
     sessions: SessionService
+    keys: KeyRing
+    clock: Clock
+
+    async def purge(self) -> int:
+        """Drop expired and revoked sessions and ended rate-limit windows; how many went."""
+        removed = await self.sessions.purge()
+        return removed + await self.database.rate_limits.purge(now=self.clock())
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the database and the session store answer."""
@@ -40,13 +49,33 @@ class Runtime:
         await self.database.aclose()
 
 
-def key_ring(settings: Settings) -> KeyRing:
-    """The configured key ring; raises ``ConfigurationError`` for an unusable key."""
-    if settings.secret_key is not None:
-        secret = settings.secret_key.get_secret_value().encode()
+def key_ring(settings: Settings, *, clock: Clock = system_clock) -> KeyRing:
+    """The configured key ring; raises ``ConfigurationError`` for an unusable key.
+
+    HS256 uses ``SECRET_KEY`` (or the secret generated into ``DATA_DIR``). The asymmetric
+    algorithms use ``KEYS_FILE`` (read only) or ``DATA_DIR/keys.json`` (generated on first
+    use); either file is re-read when it changes, so a rotation reaches running processes.
+    """
+    if settings.algorithm == "HS256":
+        if settings.keys_file is not None:
+            raise ConfigurationError(
+                "KEYS_FILE is for RS256, ES256 and EdDSA; set ALGORITHM to one of them "
+                "or unset KEYS_FILE"
+            )
+        if settings.secret_key is not None:
+            secret = settings.secret_key.get_secret_value().encode()
+        else:
+            secret = load_or_create_secret(settings.data_dir)
+        return KeyRing.symmetric(secret)
+    if settings.keys_file is not None:
+        keys = KeySetFile(settings.keys_file)
     else:
-        secret = load_or_create_secret(settings.data_dir)
-    return KeyRing.symmetric(secret)
+        keys = load_or_create_keys(settings.data_dir, settings.algorithm, now=clock())
+    jwks = keys.read()
+    try:
+        return KeyRing.from_jwks(settings.algorithm, jwks, clock=clock, reload=keys.read_if_changed)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{keys.path}: {exc.detail}") from None
 
 
 def uses_embedded_database(settings: Settings) -> bool:
@@ -59,16 +88,25 @@ def open_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     database = SqlDatabase.from_url(settings.resolved_database_url, timeout=settings.store_timeout)
     session_store: SessionStore = database.sessions
+    rate_counter: RateCounter = database.rate_limits
     if settings.redis_url is not None:
         from tokenstile.stores.redis import RedisSessionStore
 
-        session_store = RedisSessionStore.from_url(
+        redis_store = RedisSessionStore.from_url(
             settings.redis_url.get_secret_value(),
             prefix=settings.redis_prefix,
             timeout=settings.store_timeout,
         )
+        session_store, rate_counter = redis_store, redis_store.rate_counter()
+    limiter = RateLimiter(rate_counter, clock=clock, enabled=settings.rate_limit_enabled)
+    rates = RatePolicy.parse(
+        login=settings.login_rate_limit,
+        register=settings.register_rate_limit,
+        refresh=settings.refresh_rate_limit,
+    )
+    keys = key_ring(settings, clock=clock)
     codec = TokenCodec(
-        key_ring(settings),
+        keys,
         issuer=settings.issuer,
         audience=settings.audience,
         leeway=settings.leeway,
@@ -83,6 +121,7 @@ def open_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
     )
     return Runtime(
         settings=settings,
+        keys=keys,
         database=database,
         session_store=session_store,
         accounts=AccountService(
@@ -96,6 +135,17 @@ def open_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
             ),
             clock=clock,
             allow_registration=settings.allow_registration,
+            limiter=limiter,
+            rates=rates,
         ),
-        sessions=SessionService(session_store, codec, policy, clock=clock, audit=LoggingAuditLog()),
+        sessions=SessionService(
+            session_store,
+            codec,
+            policy,
+            clock=clock,
+            audit=LoggingAuditLog(),
+            limiter=limiter,
+            rates=rates,
+        ),
+        clock=clock,
     )

@@ -10,6 +10,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tokenstile.core.keys import SUPPORTED_ALGORITHMS
+from tokenstile.core.ratelimit import parse_rate
+from tokenstile.errors import ConfigurationError
+
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _DATABASE_DRIVERS = {
     "sqlite://": "sqlite+aiosqlite://",
@@ -25,6 +29,7 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr | None = None
     algorithm: str = "HS256"
+    keys_file: Path | None = None
     access_ttl: int = Field(900, gt=0)
     refresh_ttl: int = Field(604_800, gt=0)
     remember_me_ttl: int = Field(2_592_000, gt=0)
@@ -54,8 +59,23 @@ class Settings(BaseSettings):
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, value: str) -> str:
-        if value != "HS256":
-            raise ValueError("only HS256 is supported in this release")
+        for algorithm in SUPPORTED_ALGORITHMS:
+            if value.lower() == algorithm.lower():
+                return algorithm
+        raise ValueError(f"must be one of {', '.join(SUPPORTED_ALGORITHMS)}")
+
+    @field_validator("keys_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("login_rate_limit", "register_rate_limit", "refresh_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            parse_rate(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.detail) from None
         return value
 
     @field_validator("redis_url")

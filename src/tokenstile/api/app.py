@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from tokenstile.api.cookies import CookieTransport
 from tokenstile.api.errors import install_error_handlers
+from tokenstile.api.oauth import oauth_router
 from tokenstile.api.routes import auth_router, health_router
 from tokenstile.api.security import CurrentUser, OptionalUser
 from tokenstile.api.web import install_web
@@ -52,8 +53,9 @@ class Tokenstile:
         return self._runtime
 
     def install(self, app: FastAPI) -> None:
-        """Mount the auth routes and the JSON error handlers on ``app``."""
+        """Mount the auth and OAuth 2.0 routes and the JSON error handlers on ``app``."""
         app.include_router(self.router)
+        app.include_router(oauth_router(self.runtime))
         install_error_handlers(app)
 
     @contextlib.asynccontextmanager
@@ -77,11 +79,11 @@ class Tokenstile:
         while True:
             await asyncio.sleep(self.settings.purge_interval)
             try:
-                removed = await runtime.sessions.purge()
+                removed = await runtime.purge()
             except TokenstileError as exc:
                 logger.warning("purge failed: %s", exc.code)
             else:
-                logger.debug("purged %d expired or revoked sessions", removed)
+                logger.debug("purged %d expired entries", removed)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -20,15 +20,11 @@ from tokenstile.api.schemas import (
     TokenResponse,
     UserOut,
 )
-from tokenstile.api.security import CurrentUser, OptionalUser
+from tokenstile.api.security import CurrentUser, OptionalUser, client_ip
 from tokenstile.core.codec import AccessClaims
 from tokenstile.core.sessions import TokenPair
 from tokenstile.errors import AuthenticationError, InvalidRequest
 from tokenstile.runtime import Runtime
-
-
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _no_store(response: Response) -> None:
@@ -43,8 +39,10 @@ def auth_router(runtime: Callable[[], Runtime], cookies: CookieTransport) -> API
     User = Annotated[AccessClaims, Depends(current_user)]
 
     @router.post("/auth/register", status_code=status.HTTP_201_CREATED, tags=["auth"])
-    async def register(body: Credentials) -> UserOut:
-        user = await runtime().accounts.register(body.username, body.password)
+    async def register(body: Credentials, request: Request) -> UserOut:
+        user = await runtime().accounts.register(
+            body.username, body.password, client_ip=client_ip(request)
+        )
         return UserOut(id=user.id, username=user.username)
 
     def answer(
@@ -59,12 +57,14 @@ def auth_router(runtime: Callable[[], Runtime], cookies: CookieTransport) -> API
     @router.post("/auth/login", tags=["auth"], response_model_exclude_none=True)
     async def login(body: LoginRequest, request: Request, response: Response) -> TokenResponse:
         rt = runtime()
-        user = await rt.accounts.authenticate(body.username, body.password)
+        user = await rt.accounts.authenticate(
+            body.username, body.password, client_ip=client_ip(request)
+        )
         pair = await rt.sessions.start(
             user,
             remember_me=body.remember_me,
             user_agent=request.headers.get("user-agent"),
-            ip=_client_ip(request),
+            ip=client_ip(request),
         )
         return answer(request, response, pair, by_cookie=wants_cookie(request))
 
@@ -81,7 +81,7 @@ def auth_router(runtime: Callable[[], Runtime], cookies: CookieTransport) -> API
         if not token:
             raise InvalidRequest("refresh_token is required.")
         try:
-            pair = await runtime().sessions.refresh(token)
+            pair = await runtime().sessions.refresh(token, client_ip=client_ip(request))
         except AuthenticationError as exc:
             # The server rejected this token for good: drop the dead cookie. Any
             # other failure (503) leaves it, so the client can retry.

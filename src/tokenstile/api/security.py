@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import Request
+from fastapi.security import OAuth2PasswordBearer
 
 from tokenstile.core.codec import AccessClaims
 from tokenstile.core.sessions import SessionService
 from tokenstile.errors import InvalidToken, MissingToken
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer address (the proxy's, unless uvicorn is told to trust forwarded headers)."""
+    return request.client.host if request.client else None
 
 
 def bearer_token(request: Request) -> str | None:
@@ -23,17 +29,22 @@ def bearer_token(request: Request) -> str | None:
     return token
 
 
-class CurrentUser:
+class CurrentUser(OAuth2PasswordBearer):
     """Dependency returning the verified :class:`AccessClaims` of the request.
 
     Verifies signature and claims in process, then asks the store whether the
     session is still live (one round trip). Raises ``MissingToken`` without a token.
+    As an OAuth 2.0 password-flow scheme it also tells the OpenAPI document (and so
+    Swagger UI's Authorize button) where to get tokens.
     """
 
-    def __init__(self, sessions: Callable[[], SessionService]) -> None:
+    def __init__(
+        self, sessions: Callable[[], SessionService], *, token_url: str = "/auth/token"
+    ) -> None:
+        super().__init__(tokenUrl=token_url, refreshUrl=token_url, scheme_name="tokenstile")
         self._sessions = sessions
 
-    async def __call__(self, request: Request) -> AccessClaims:
+    async def __call__(self, request: Request) -> AccessClaims:  # type: ignore[override]
         token = bearer_token(request)
         if token is None:
             raise MissingToken()

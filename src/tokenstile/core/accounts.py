@@ -7,6 +7,7 @@ import uuid
 
 from tokenstile.core.clock import Clock
 from tokenstile.core.passwords import PasswordHasher
+from tokenstile.core.ratelimit import DEFAULT_RATES, RateLimiter, RatePolicy
 from tokenstile.core.store import UserRecord, UserStore
 from tokenstile.errors import (
     InvalidCredentials,
@@ -55,16 +56,25 @@ class AccountService:
         *,
         clock: Clock,
         allow_registration: bool = True,
+        limiter: RateLimiter | None = None,
+        rates: RatePolicy = DEFAULT_RATES,
     ) -> None:
         self._users = users
         self._hasher = hasher
         self._clock = clock
         self._allow_registration = allow_registration
+        self._limiter = limiter
+        self._rates = rates
 
-    async def register(self, username: str, password: str) -> UserRecord:
-        """Self-service sign-up; ``RegistrationClosed`` when turned off."""
+    async def register(
+        self, username: str, password: str, *, client_ip: str | None = None
+    ) -> UserRecord:
+        """Self-service sign-up; ``RegistrationClosed`` when turned off, ``RateLimited``
+        past ``REGISTER_RATE_LIMIT`` attempts from one address."""
         if not self._allow_registration:
             raise RegistrationClosed()
+        if self._limiter is not None and client_ip:
+            await self._limiter.hit(f"register:ip:{client_ip}", self._rates.register_per_ip)
         return await self.create_user(username, password)
 
     async def create_user(self, username: str, password: str) -> UserRecord:
@@ -80,11 +90,30 @@ class AccountService:
         await self._users.add_user(user)
         return user
 
-    async def authenticate(self, username: str, password: str) -> UserRecord:
+    async def authenticate(
+        self, username: str, password: str, *, client_ip: str | None = None
+    ) -> UserRecord:
         """The user these credentials name; ``InvalidCredentials`` otherwise.
 
         Unknown, disabled and wrong-password cases take the same time and answer alike.
+        Past ``LOGIN_RATE_LIMIT`` failures for one name (or ten times that from one
+        address) raises ``RateLimited`` without checking the password at all.
         """
+        keys = [(f"login:user:{username.strip().casefold()}", self._rates.login_per_account)]
+        if client_ip:
+            keys.append((f"login:ip:{client_ip}", self._rates.login_per_ip))
+        if self._limiter is not None:
+            for key, rate in keys:
+                await self._limiter.check(key, rate)
+        try:
+            return await self._verify(username, password)
+        except InvalidCredentials:
+            if self._limiter is not None:
+                for key, rate in keys:
+                    await self._limiter.count(key, rate)
+            raise
+
+    async def _verify(self, username: str, password: str) -> UserRecord:
         try:
             user = await self._users.get_user_by_name(normalize_username(username))
         except InvalidRequest:

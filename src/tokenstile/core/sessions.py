@@ -12,9 +12,17 @@ from dataclasses import dataclass
 
 from tokenstile.core.audit import AuditLog
 from tokenstile.core.clock import Clock
-from tokenstile.core.codec import AccessClaims, TokenCodec
+from tokenstile.core.codec import AccessClaims, RefreshClaims, TokenCodec
+from tokenstile.core.ratelimit import DEFAULT_RATES, RateLimiter, RatePolicy
 from tokenstile.core.store import RotationOutcome, SessionRecord, SessionStore, UserRecord
-from tokenstile.errors import MissingToken, NotFound, TokenExpired, TokenReused, TokenRevoked
+from tokenstile.errors import (
+    InvalidToken,
+    MissingToken,
+    NotFound,
+    TokenExpired,
+    TokenReused,
+    TokenRevoked,
+)
 
 DEFAULT_CLIENT_ID = "tokenstile"
 
@@ -33,6 +41,20 @@ class SessionPolicy:
     remember_me_ttl: int = 2_592_000
     session_max_age: int = 7_776_000
     refresh_grace: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """An active token, as introspection reports it."""
+
+    token_type: str
+    sub: str
+    sid: str
+    jti: str
+    iat: int
+    exp: int
+    client_id: str
+    username: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +77,16 @@ class SessionService:
         *,
         clock: Clock,
         audit: AuditLog,
+        limiter: RateLimiter | None = None,
+        rates: RatePolicy = DEFAULT_RATES,
     ) -> None:
         self._store = store
         self._codec = codec
         self._policy = policy
         self._clock = clock
         self._audit = audit
+        self._limiter = limiter
+        self._rates = rates
 
     async def start(
         self,
@@ -98,7 +124,7 @@ class SessionService:
         await self._store.create_session(session)
         return self._pair(session, now)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
+    async def refresh(self, refresh_token: str, *, client_ip: str | None = None) -> TokenPair:
         """Rotate ``refresh_token`` into a new pair.
 
         Raises ``InvalidToken``/``TokenExpired`` for a bad token (no store access),
@@ -106,6 +132,8 @@ class SessionService:
         (the session is revoked), ``TokenRevoked`` when the session has ended, and
         ``StoreUnavailable`` (nothing changed; the client may retry).
         """
+        if self._limiter is not None and client_ip:
+            await self._limiter.hit(f"refresh:ip:{client_ip}", self._rates.refresh_per_ip)
         claims = self._codec.decode_refresh(refresh_token)
         now = self._clock()
         rotation = await self._store.rotate(
@@ -155,6 +183,57 @@ class SessionService:
                 sids.add(claims.sid)
         for sid in sids:
             await self.end(sid)
+
+    async def revoke_token(self, token: str) -> None:
+        """RFC 7009: end the session of an access or refresh token.
+
+        Tokens that are malformed, forged or expired are ignored: there is nothing
+        left to revoke, and the caller must not learn which case it was.
+        """
+        claims = self._claims_of(token)
+        if claims is not None:
+            await self.end(claims.sid, reason="revoked")
+
+    async def introspect(self, token: str) -> TokenInfo | None:
+        """RFC 7662: what a token says, if it is usable right now; ``None`` otherwise."""
+        claims = self._claims_of(token)
+        if claims is None:
+            return None
+        now = self._clock()
+        if isinstance(claims, AccessClaims):
+            if not await self._store.is_active(claims.sid, now=now):
+                return None
+            return TokenInfo(
+                "access_token",
+                claims.sub,
+                claims.sid,
+                claims.jti,
+                claims.iat,
+                claims.exp,
+                claims.client_id,
+                claims.username,
+            )
+        session = await self._store.get_session(claims.sid, now=now)
+        if session is None or session.current_jti != claims.jti or session.user_id != claims.sub:
+            return None
+        return TokenInfo(
+            "refresh_token",
+            claims.sub,
+            claims.sid,
+            claims.jti,
+            claims.iat,
+            claims.exp,
+            session.client_id or DEFAULT_CLIENT_ID,
+            session.username,
+        )
+
+    def _claims_of(self, token: str) -> AccessClaims | RefreshClaims | None:
+        for decode in (self._codec.decode_access, self._codec.decode_refresh):
+            try:
+                return decode(token)
+            except (InvalidToken, TokenExpired):
+                continue
+        return None
 
     async def end(self, sid: str, *, reason: str = "logout") -> bool:
         """End one session: its refresh token and every access token carrying its ``sid``."""

@@ -16,12 +16,13 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, RowMapping, and_, case, delete, event, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord, UserRecord
 from tokenstile.errors import StoreUnavailable, UsernameTaken
-from tokenstile.stores.sql_tables import sessions, users
+from tokenstile.stores.sql_tables import rate_limits, sessions, users
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _SESSION_FIELDS = tuple(field.name for field in fields(SessionRecord))
@@ -63,6 +64,7 @@ class SqlDatabase:
         autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.users = SqlUserStore(autocommit)
         self.sessions = SqlSessionStore(autocommit)
+        self.rate_limits = SqlRateCounter(autocommit)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 5.0) -> SqlDatabase:
@@ -334,3 +336,52 @@ class SqlSessionStore:
 
     async def aclose(self) -> None:
         await self._engine.dispose()
+
+
+class SqlRateCounter:
+    """Fixed-window counters in ``rate_limits`` (a ``core.ratelimit.RateCounter``)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    async def hit(self, key: str, *, period: int, now: float) -> tuple[int, float]:
+        # One upsert: a new key, a key whose window ended, or one more in the window.
+        expired = rate_limits.c.window_ends <= now
+        statement = (
+            self._insert(rate_limits)
+            .values(key=key, window_ends=now + period, count=1)
+            .on_conflict_do_update(
+                index_elements=[rate_limits.c.key],
+                set_={
+                    "count": case((expired, 1), else_=rate_limits.c.count + 1),
+                    "window_ends": case((expired, now + period), else_=rate_limits.c.window_ends),
+                },
+            )
+            .returning(rate_limits.c.count, rate_limits.c.window_ends)
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                count, ends = (await connection.execute(statement)).one()
+        return int(count), float(ends)
+
+    async def peek(self, key: str, *, period: int, now: float) -> tuple[int, float]:
+        statement = select(rate_limits.c.count, rate_limits.c.window_ends).where(
+            rate_limits.c.key == key, rate_limits.c.window_ends > now
+        )
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                row = (await connection.execute(statement)).first()
+        return (0, now + period) if row is None else (int(row[0]), float(row[1]))
+
+    async def clear(self, key: str) -> None:
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                await connection.execute(delete(rate_limits).where(rate_limits.c.key == key))
+
+    async def purge(self, *, now: float) -> int:
+        """Drop the counters of ended windows."""
+        statement = delete(rate_limits).where(rate_limits.c.window_ends <= now)
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                return (await connection.execute(statement)).rowcount

@@ -53,3 +53,12 @@ sessions = Table(
     Index("ix_sessions_user_id", "user_id"),
     Index("ix_sessions_expires_at", "expires_at"),
 )
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(320), primary_key=True),
+    Column("window_ends", Double, nullable=False),
+    Column("count", Integer, nullable=False),
+    Index("ix_rate_limits_window_ends", "window_ends"),
+)

@@ -1,0 +1,267 @@
+"""The OAuth 2.0 surface: token endpoint (RFC 6749), revocation (RFC 7009),
+introspection (RFC 7662) and server metadata (RFC 8414).
+
+Answers follow the RFCs' own error format, ``{"error", "error_description"}``,
+rather than the ``{"error", "detail"}`` body of the rest of the API.
+"""
+
+import base64
+import binascii
+import hmac
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from tokenstile.api.errors import NO_STORE
+from tokenstile.api.security import client_ip
+from tokenstile.core.sessions import TokenPair
+from tokenstile.errors import (
+    AuthenticationError,
+    InvalidCredentials,
+    RateLimited,
+    StoreUnavailable,
+    TokenstileError,
+)
+from tokenstile.runtime import Runtime
+
+FORM = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 16_384
+MAX_CLIENT_ID = 128
+
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error answer."""
+
+    def __init__(
+        self, error: str, description: str, status: int = 400, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": self.error, "error_description": self.description},
+            status_code=self.status,
+            headers={**NO_STORE, **self.headers},
+        )
+
+
+def _oauth_error(exc: TokenstileError) -> OAuthError:
+    """Our errors in RFC 6749 terms; the original code stays in the description."""
+    if isinstance(exc, (InvalidCredentials, AuthenticationError)):
+        return OAuthError("invalid_grant", f"{exc.code}: {exc.detail}")
+    if isinstance(exc, StoreUnavailable):
+        return OAuthError("temporarily_unavailable", exc.detail, 503, {"Retry-After": "1"})
+    if isinstance(exc, RateLimited):
+        return OAuthError("slow_down", exc.detail, 429, {"Retry-After": str(exc.retry_after)})
+    return OAuthError("invalid_request", exc.detail)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The form parameters; empty ones are dropped (RFC 6749 §3.1), repeats refused."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != FORM:
+        raise OAuthError("invalid_request", f"The request body must be {FORM}.")
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise OAuthError("invalid_request", "The request body is too large.")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "The request body is not a valid form.") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise OAuthError("invalid_request", f"The parameter {name} is repeated.")
+        if value:
+            form[name] = value
+    return form
+
+
+def client_id_of(request: Request, form: dict[str, str]) -> str | None:
+    """The public client's id (RFC 6749 §2.3): from the form, or from HTTP Basic with
+    an empty secret as some client libraries send it. There are no confidential clients,
+    so any presented secret is refused."""
+    client_id = form.get("client_id")
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise OAuthError(
+                "invalid_client",
+                "Unsupported client authentication.",
+                401,
+                {"WWW-Authenticate": 'Basic realm="tokenstile"'},
+            )
+        try:
+            basic_id, _, secret = (
+                base64.b64decode(credentials, validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            raise OAuthError(
+                "invalid_client",
+                "Malformed client credentials.",
+                401,
+                {"WWW-Authenticate": 'Basic realm="tokenstile"'},
+            ) from None
+        if secret or (client_id and client_id != basic_id):
+            raise OAuthError(
+                "invalid_client",
+                "Unknown client.",
+                401,
+                {"WWW-Authenticate": 'Basic realm="tokenstile"'},
+            )
+        client_id = basic_id or client_id
+    if "client_secret" in form:
+        raise OAuthError(
+            "invalid_client", "Unknown client: tokenstile has only public clients.", 401
+        )
+    if client_id is not None and (len(client_id) > MAX_CLIENT_ID or not client_id.isprintable()):
+        raise OAuthError("invalid_request", "The client_id is malformed.")
+    return client_id
+
+
+def _token_answer(pair: TokenPair) -> JSONResponse:
+    return JSONResponse(
+        {
+            "access_token": pair.access_token,
+            "token_type": "Bearer",
+            "expires_in": pair.expires_in,
+            "refresh_token": pair.refresh_token,
+            "refresh_expires_in": pair.refresh_expires_in,
+        },
+        headers=NO_STORE,
+    )
+
+
+def oauth_router(runtime: Callable[[], Runtime]) -> APIRouter:
+    """``/auth/token``, ``/auth/revoke``, ``/auth/introspect`` and the metadata document."""
+    router = APIRouter(tags=["oauth"])
+
+    @router.post("/auth/token", summary="OAuth 2.0 token endpoint (RFC 6749)")
+    async def token(request: Request) -> Response:
+        try:
+            form = await read_form(request)
+            client_id = client_id_of(request, form)
+            if "scope" in form:
+                raise OAuthError("invalid_scope", "tokenstile issues tokens without scopes.")
+            grant = form.get("grant_type")
+            if grant is None:
+                raise OAuthError("invalid_request", "grant_type is required.")
+            if grant == "password":
+                return _token_answer(await _password_grant(request, form, client_id))
+            if grant == "refresh_token":
+                if "refresh_token" not in form:
+                    raise OAuthError("invalid_request", "refresh_token is required.")
+                pair = await runtime().sessions.refresh(
+                    form["refresh_token"], client_ip=client_ip(request)
+                )
+                return _token_answer(pair)
+            raise OAuthError(
+                "unsupported_grant_type", f"The grant type {grant!r} is not supported."
+            )
+        except TokenstileError as exc:
+            return _oauth_error(exc).response()
+        except OAuthError as exc:
+            return exc.response()
+
+    async def _password_grant(
+        request: Request, form: dict[str, str], client_id: str | None
+    ) -> TokenPair:
+        if "username" not in form or "password" not in form:
+            raise OAuthError("invalid_request", "username and password are required.")
+        rt = runtime()
+        ip = client_ip(request)
+        user = await rt.accounts.authenticate(form["username"], form["password"], client_ip=ip)
+        return await rt.sessions.start(
+            user, user_agent=request.headers.get("user-agent"), ip=ip, client_id=client_id
+        )
+
+    @router.post("/auth/revoke", summary="Token revocation (RFC 7009)")
+    async def revoke(request: Request) -> Response:
+        try:
+            form = await read_form(request)
+            client_id_of(request, form)
+            if "token" not in form:
+                raise OAuthError("invalid_request", "token is required.")
+            await runtime().sessions.revoke_token(form["token"])
+        except OAuthError as exc:
+            return exc.response()
+        except TokenstileError as exc:
+            return _oauth_error(exc).response()
+        return Response(status_code=200, headers=NO_STORE)
+
+    @router.post("/auth/introspect", summary="Token introspection (RFC 7662)")
+    async def introspect(request: Request) -> Response:
+        rt = runtime()
+        secret = rt.settings.introspection_secret
+        if secret is None:
+            return JSONResponse({"error": "not_found", "detail": "Not Found"}, status_code=404)
+        presented = request.headers.get("authorization", "")
+        expected = f"Bearer {secret.get_secret_value()}"
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            return OAuthError(
+                "invalid_client",
+                "Introspection needs the introspection secret.",
+                401,
+                {"WWW-Authenticate": 'Bearer realm="tokenstile"'},
+            ).response()
+        try:
+            form = await read_form(request)
+            if "token" not in form:
+                raise OAuthError("invalid_request", "token is required.")
+            info = await rt.sessions.introspect(form["token"])
+        except OAuthError as exc:
+            return exc.response()
+        except TokenstileError as exc:
+            return _oauth_error(exc).response()
+        if info is None:
+            return JSONResponse({"active": False}, headers=NO_STORE)
+        answer: dict[str, Any] = {
+            "active": True,
+            "token_type": info.token_type,
+            "sub": info.sub,
+            "username": info.username,
+            "client_id": info.client_id,
+            "exp": info.exp,
+            "iat": info.iat,
+            "jti": info.jti,
+            "sid": info.sid,
+            "iss": rt.settings.issuer,
+        }
+        if info.token_type == "access_token":
+            answer["aud"] = rt.settings.audience
+        return JSONResponse(answer, headers=NO_STORE)
+
+    @router.get("/.well-known/jwks.json", summary="Public signing keys (RFC 7517)")
+    async def jwks() -> JSONResponse:
+        # Public keys only; an empty set under HS256, whose key is never published.
+        return JSONResponse(runtime().keys.jwks(), headers={"Cache-Control": "max-age=300"})
+
+    @router.get("/.well-known/oauth-authorization-server", summary="Metadata (RFC 8414)")
+    async def metadata(request: Request) -> dict[str, Any]:
+        settings = runtime().settings
+        base = str(request.base_url).rstrip("/")
+        document: dict[str, Any] = {
+            "issuer": settings.issuer,
+            "token_endpoint": f"{base}/auth/token",
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "grant_types_supported": ["password", "refresh_token"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint": f"{base}/auth/revoke",
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "scopes_supported": [],
+        }
+        if settings.introspection_secret is not None:
+            document["introspection_endpoint"] = f"{base}/auth/introspect"
+            document["introspection_endpoint_auth_methods_supported"] = ["bearer"]
+        return document
+
+    return router
