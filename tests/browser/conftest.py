@@ -48,7 +48,7 @@ document.addEventListener('securitypolicyviolation', (event) => {
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         service_missing(f"Chromium is not installed at {CHROMIUM}")
