@@ -6,9 +6,10 @@ rotation is a conditional ``UPDATE … WHERE current_jti = :presented RETURNING 
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, RowMapping, and_, case, delete, event, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord, UserRecord
 from tokenstile.errors import StoreUnavailable, UsernameTaken
@@ -41,6 +42,45 @@ def _store_errors() -> Iterator[None]:
         raise StoreUnavailable() from exc
 
 
+class _Connections:
+    """Autocommit connections, each use translated by ``_store_errors``.
+
+    SQLite has one writer at a time; its busy handler makes waiting writers poll and
+    sleep, which under load wastes the timeout. So on SQLite this process's writers
+    queue on a lock first and meet the file lock one at a time.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, serialize_writes: bool, timeout: float) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._write_lock = asyncio.Lock() if serialize_writes else None
+        self._timeout = timeout
+        self.dialect = engine.dialect.name
+
+    async def dispose(self) -> None:
+        await self._engine.dispose()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        with _store_errors():
+            async with self._engine.connect() as connection:
+                yield connection
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is None:
+            async with self.read() as connection:
+                yield connection
+            return
+        with _store_errors():
+            async with asyncio.timeout(self._timeout):
+                await self._write_lock.acquire()
+        try:
+            async with self.read() as connection:
+                yield connection
+        finally:
+            self._write_lock.release()
+
+
 def _session_from_row(row: RowMapping) -> SessionRecord:
     return SessionRecord(**{name: row[name] for name in _SESSION_FIELDS})
 
@@ -59,12 +99,14 @@ def _user_from_row(row: RowMapping) -> UserRecord:
 class SqlDatabase:
     """One SQL database holding users (and sessions, when Redis is not used)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout: float = 5.0) -> None:
         self._engine = engine
-        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.users = SqlUserStore(autocommit)
-        self.sessions = SqlSessionStore(autocommit)
-        self.rate_limits = SqlRateCounter(autocommit)
+        connections = _Connections(
+            engine, serialize_writes=engine.dialect.name == "sqlite", timeout=timeout
+        )
+        self.users = SqlUserStore(connections)
+        self.sessions = SqlSessionStore(connections)
+        self.rate_limits = SqlRateCounter(connections)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 5.0) -> SqlDatabase:
@@ -73,15 +115,15 @@ class SqlDatabase:
             # sqlite3's own ``timeout`` is its busy timeout: writers queue that long.
             engine = create_async_engine(url, connect_args={"timeout": timeout})
             event.listen(engine.sync_engine, "connect", _configure_sqlite)
-        else:
-            engine = create_async_engine(
-                url,
-                pool_size=10,
-                max_overflow=20,
-                pool_timeout=timeout,
-                connect_args={"timeout": timeout, "command_timeout": timeout},
-            )
-        return cls(engine)
+            return cls(engine, timeout=timeout)
+        engine = create_async_engine(
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=timeout,
+            connect_args={"timeout": timeout, "command_timeout": timeout},
+        )
+        return cls(engine, timeout=timeout)
 
     @property
     def url(self) -> str:
@@ -122,8 +164,8 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 class SqlUserStore:
     """Accounts in the ``users`` table."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, connections: _Connections) -> None:
+        self._connections = connections
 
     async def add_user(self, user: UserRecord) -> None:
         statement = users.insert().values(
@@ -135,9 +177,8 @@ class SqlUserStore:
             password_changed_at=user.password_changed_at,
         )
         try:
-            with _store_errors():
-                async with self._engine.connect() as connection:
-                    await connection.execute(statement)
+            async with self._connections.write() as connection:
+                await connection.execute(statement)
         except IntegrityError as exc:
             raise UsernameTaken() from exc
 
@@ -153,9 +194,8 @@ class SqlUserStore:
             .where(users.c.id == user_id)
             .values(password_hash=password_hash, password_changed_at=now)
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                await connection.execute(statement)
+        async with self._connections.write() as connection:
+            await connection.execute(statement)
 
     async def disable_user(self, user_id: str, *, now: float) -> None:
         statement = (
@@ -163,28 +203,25 @@ class SqlUserStore:
             .where(users.c.id == user_id, users.c.disabled_at.is_(None))
             .values(disabled_at=now)
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                await connection.execute(statement)
+        async with self._connections.write() as connection:
+            await connection.execute(statement)
 
     async def _one(self, statement: Any) -> UserRecord | None:
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                row = (await connection.execute(statement)).mappings().first()
+        async with self._connections.read() as connection:
+            row = (await connection.execute(statement)).mappings().first()
         return None if row is None else _user_from_row(row)
 
 
 class SqlSessionStore:
     """Sessions in the ``sessions`` table; see :class:`tokenstile.core.store.SessionStore`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, connections: _Connections) -> None:
+        self._connections = connections
 
     async def create_session(self, session: SessionRecord) -> None:
         values = {name: getattr(session, name) for name in _SESSION_FIELDS}
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                await connection.execute(sessions.insert().values(**values))
+        async with self._connections.write() as connection:
+            await connection.execute(sessions.insert().values(**values))
 
     async def rotate(
         self,
@@ -219,35 +256,34 @@ class SqlSessionStore:
             )
             .returning(*sessions.c)
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                row = (await connection.execute(rotate)).mappings().first()
-                if row is not None:
-                    return Rotation(RotationOutcome.ROTATED, _session_from_row(row))
-                # Not current: revoke the session unless the token is the parent
-                # still inside its grace window. One conditional statement, so a
-                # rotation racing this one cannot be misread as reuse.
-                reuse = (
-                    update(sessions)
-                    .where(live, sessions.c.current_jti != presented_jti)
-                    .where(~self._in_grace(presented_jti, now, grace))
-                    .values(revoked_at=now, revoke_reason="reuse")
-                    .returning(sessions.c.sid)
-                )
-                if (await connection.execute(reuse)).first() is not None:
-                    return Rotation(RotationOutcome.REUSED, None)
-                found = await connection.execute(select(sessions).where(live))
-                row = found.mappings().first()
-                if row is None:
-                    return Rotation(RotationOutcome.GONE, None)
-                session = _session_from_row(row)
-                if session.previous_jti == presented_jti:
-                    return Rotation(RotationOutcome.GRACE, session)
-                # Rotated again since the statement above: now a grandparent.
-                await connection.execute(
-                    update(sessions).where(live).values(revoked_at=now, revoke_reason="reuse")
-                )
+        async with self._connections.write() as connection:
+            row = (await connection.execute(rotate)).mappings().first()
+            if row is not None:
+                return Rotation(RotationOutcome.ROTATED, _session_from_row(row))
+            # Not current: revoke the session unless the token is the parent
+            # still inside its grace window. One conditional statement, so a
+            # rotation racing this one cannot be misread as reuse.
+            reuse = (
+                update(sessions)
+                .where(live, sessions.c.current_jti != presented_jti)
+                .where(~self._in_grace(presented_jti, now, grace))
+                .values(revoked_at=now, revoke_reason="reuse")
+                .returning(sessions.c.sid)
+            )
+            if (await connection.execute(reuse)).first() is not None:
                 return Rotation(RotationOutcome.REUSED, None)
+            found = await connection.execute(select(sessions).where(live))
+            row = found.mappings().first()
+            if row is None:
+                return Rotation(RotationOutcome.GONE, None)
+            session = _session_from_row(row)
+            if session.previous_jti == presented_jti:
+                return Rotation(RotationOutcome.GRACE, session)
+            # Rotated again since the statement above: now a grandparent.
+            await connection.execute(
+                update(sessions).where(live).values(revoked_at=now, revoke_reason="reuse")
+            )
+            return Rotation(RotationOutcome.REUSED, None)
 
     @staticmethod
     def _in_grace(presented_jti: str, now: float, grace: float) -> Any:
@@ -263,17 +299,15 @@ class SqlSessionStore:
         statement = select(sessions.c.sid).where(
             sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                return (await connection.execute(statement)).first() is not None
+        async with self._connections.read() as connection:
+            return (await connection.execute(statement)).first() is not None
 
     async def get_session(self, sid: str, *, now: float) -> SessionRecord | None:
         statement = select(sessions).where(
             sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                row = (await connection.execute(statement)).mappings().first()
+        async with self._connections.read() as connection:
+            row = (await connection.execute(statement)).mappings().first()
         return None if row is None else _session_from_row(row)
 
     async def revoke_session(self, sid: str, *, reason: str, now: float) -> bool:
@@ -282,9 +316,8 @@ class SqlSessionStore:
             .where(sessions.c.sid == sid, sessions.c.revoked_at.is_(None))
             .values(revoked_at=now, revoke_reason=reason)
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                return (await connection.execute(statement)).rowcount > 0
+        async with self._connections.write() as connection:
+            return (await connection.execute(statement)).rowcount > 0
 
     async def revoke_user_sessions(
         self, user_id: str, *, reason: str, now: float, keep_sid: str | None = None
@@ -300,9 +333,8 @@ class SqlSessionStore:
         )
         if keep_sid is not None:
             statement = statement.where(sessions.c.sid != keep_sid)
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                return (await connection.execute(statement)).rowcount
+        async with self._connections.write() as connection:
+            return (await connection.execute(statement)).rowcount
 
     async def list_user_sessions(self, user_id: str, *, now: float) -> list[SessionRecord]:
         statement = (
@@ -314,9 +346,8 @@ class SqlSessionStore:
             )
             .order_by(sessions.c.created_at)
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                rows = (await connection.execute(statement)).mappings().all()
+        async with self._connections.read() as connection:
+            rows = (await connection.execute(statement)).mappings().all()
         return [_session_from_row(row) for row in rows]
 
     async def purge(self, *, now: float) -> int:
@@ -325,25 +356,24 @@ class SqlSessionStore:
         statement = delete(sessions).where(
             or_(sessions.c.expires_at <= now, sessions.c.revoked_at.is_not(None))
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                return (await connection.execute(statement)).rowcount
+        async with self._connections.write() as connection:
+            return (await connection.execute(statement)).rowcount
 
     async def ping(self) -> None:
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+        async with self._connections.read() as connection:
+            await connection.execute(text("SELECT 1"))
 
     async def aclose(self) -> None:
-        await self._engine.dispose()
+        await self._connections.dispose()
 
 
 class SqlRateCounter:
     """Fixed-window counters in ``rate_limits`` (a ``core.ratelimit.RateCounter``)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    def __init__(self, connections: _Connections) -> None:
+        self._connections = connections
+        dialect = connections.dialect
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     async def hit(self, key: str, *, period: int, now: float) -> tuple[int, float]:
         # One upsert: a new key, a key whose window ended, or one more in the window.
@@ -360,28 +390,24 @@ class SqlRateCounter:
             )
             .returning(rate_limits.c.count, rate_limits.c.window_ends)
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                count, ends = (await connection.execute(statement)).one()
+        async with self._connections.write() as connection:
+            count, ends = (await connection.execute(statement)).one()
         return int(count), float(ends)
 
     async def peek(self, key: str, *, period: int, now: float) -> tuple[int, float]:
         statement = select(rate_limits.c.count, rate_limits.c.window_ends).where(
             rate_limits.c.key == key, rate_limits.c.window_ends > now
         )
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                row = (await connection.execute(statement)).first()
+        async with self._connections.read() as connection:
+            row = (await connection.execute(statement)).first()
         return (0, now + period) if row is None else (int(row[0]), float(row[1]))
 
     async def clear(self, key: str) -> None:
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                await connection.execute(delete(rate_limits).where(rate_limits.c.key == key))
+        async with self._connections.write() as connection:
+            await connection.execute(delete(rate_limits).where(rate_limits.c.key == key))
 
     async def purge(self, *, now: float) -> int:
         """Drop the counters of ended windows."""
         statement = delete(rate_limits).where(rate_limits.c.window_ends <= now)
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                return (await connection.execute(statement)).rowcount
+        async with self._connections.write() as connection:
+            return (await connection.execute(statement)).rowcount
