@@ -10,6 +10,9 @@ Under RS256, ES256 and EdDSA it is built from a JWK set (RFC 7517) with private 
   still be valid, so it leaves the ring, and the published JWKS, by itself;
 - a ``kid`` given in the set is kept; a key without one gets its RFC 7638 thumbprint.
 
+A **verify-only** ring (:meth:`KeyRing.verify_only`) is built from a public set, such as
+another server's published JWKS: it has no signer, and every key verifies.
+
 A ring may be given a ``reload`` function that returns the set anew when its source has
 changed (or ``None``). The ring calls it at most once per ``reload_interval`` seconds, when
 a token names an unknown ``kid``, when it signs and when the JWKS is asked for, so running
@@ -67,7 +70,7 @@ class VerificationKey:
 
 @dataclass(frozen=True, slots=True)
 class _Keys:
-    signer: SigningKey
+    signer: SigningKey | None
     verifiers: Mapping[str | None, VerificationKey]
 
 
@@ -77,7 +80,7 @@ class KeyRing:
     def __init__(
         self,
         algorithm: str,
-        signer: SigningKey,
+        signer: SigningKey | None,
         verifiers: Iterable[VerificationKey],
         *,
         clock: Clock = system_clock,
@@ -134,10 +137,27 @@ class KeyRing:
             reload_interval=reload_interval,
         )
 
+    @classmethod
+    def verify_only(cls, algorithm: str, jwks: JwkSet, *, clock: Clock = system_clock) -> KeyRing:
+        """A ring that verifies with every key of a public JWK set and signs nothing.
+
+        For a JWKS fetched from another server: private parts are neither needed nor
+        read, and ``kid`` rules are those of :meth:`from_jwks`. Raises
+        ``ConfigurationError`` for an algorithm other than RS256/ES256/EdDSA (a secret is
+        never published), an empty set, a key that does not suit the algorithm, or a
+        duplicate ``kid``.
+        """
+        if algorithm not in ASYMMETRIC_ALGORITHMS:
+            raise ConfigurationError(f"{algorithm} does not use a JWK set")
+        keys = _parse(algorithm, jwks, clock(), known={}, signing=False)
+        return cls(algorithm, None, keys.verifiers.values(), clock=clock)
+
     @property
     def signer(self) -> SigningKey:
-        """The key new tokens are signed with."""
+        """The key new tokens are signed with; ``ConfigurationError`` for a verify-only ring."""
         self._reload_if_due()
+        if self._keys.signer is None:
+            raise ConfigurationError("this key ring only verifies tokens; it cannot sign")
         return self._keys.signer
 
     @property
@@ -195,7 +215,8 @@ class KeyRing:
         except (ConfigurationError, OSError, ValueError) as exc:
             logger.warning("keeping the current signing keys; reloading them failed: %s", exc)
             return False
-        logger.info("signing keys reloaded; signing with %s", self._keys.signer.kid)
+        signer = self._keys.signer
+        logger.info("signing keys reloaded; signing with %s", signer and signer.kid)
         return True
 
 
@@ -204,7 +225,12 @@ def _live(key: VerificationKey, now: float) -> bool:
 
 
 def _parse(
-    algorithm: str, jwks: JwkSet, now: float, *, known: Mapping[str | None, VerificationKey]
+    algorithm: str,
+    jwks: JwkSet,
+    now: float,
+    *,
+    known: Mapping[str | None, VerificationKey],
+    signing: bool = True,
 ) -> _Keys:
     entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
     if not isinstance(entries, list) or not entries:
@@ -221,7 +247,7 @@ def _parse(
         if kid in verifiers:
             raise ConfigurationError(f"two keys have the kid {kid!r}")
         not_after = _not_after(entry, kid)
-        if signer is None and not_after is None:
+        if signing and signer is None and not_after is None:
             signer = SigningKey(kid, jwk.load_private_key(entry, algorithm))
         elif not_after is not None and now >= not_after:
             continue  # retired: the last token it signed has expired
@@ -232,7 +258,7 @@ def _parse(
         if previous is not None and previous.public_jwk == published:
             public = previous.key
         verifiers[kid] = VerificationKey(kid, public, published, not_after)
-    if signer is None:
+    if signing and signer is None:
         raise ConfigurationError(
             f"the key set has no key to sign with: every key has a {NOT_AFTER!r}"
         )
