@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import argon2
 
 from tokenstile.core.accounts import AccountService
-from tokenstile.core.audit import LoggingAuditLog
+from tokenstile.core.audit import AuditLog, AuditLogs, LoggingAuditLog
 from tokenstile.core.clock import Clock, system_clock
 from tokenstile.core.codec import TokenCodec
 from tokenstile.core.keys import KeyRing
@@ -82,8 +82,13 @@ def uses_embedded_database(settings: Settings) -> bool:
     return settings.resolved_database_url.startswith("sqlite")
 
 
-def open_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
-    """Wire the runtime; nothing connects until first use."""
+def open_runtime(
+    settings: Settings, *, clock: Clock = system_clock, audit: AuditLog | None = None
+) -> Runtime:
+    """Wire the runtime; nothing connects until first use.
+
+    Security events go to ``audit`` as well as to the ``tokenstile.audit`` logger.
+    """
     if uses_embedded_database(settings):
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     database = SqlDatabase.from_url(settings.resolved_database_url, timeout=settings.store_timeout)
@@ -143,7 +148,7 @@ def open_runtime(settings: Settings, *, clock: Clock = system_clock) -> Runtime:
             codec,
             policy,
             clock=clock,
-            audit=LoggingAuditLog(),
+            audit=LoggingAuditLog() if audit is None else AuditLogs(LoggingAuditLog(), audit),
             limiter=limiter,
             rates=rates,
         ),

@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from tokenstile.api.cookies import CookieTransport
 from tokenstile.api.errors import install_error_handlers
+from tokenstile.api.metrics import Metrics
 from tokenstile.api.oauth import oauth_router
 from tokenstile.api.routes import auth_router, health_router
 from tokenstile.api.security import CurrentUser, OptionalUser
@@ -42,7 +43,8 @@ class Tokenstile:
         self.cookies = CookieTransport(
             secure=self.settings.cookie_secure, allowed_origins=self.settings.allowed_origins
         )
-        self.router: APIRouter = auth_router(self.runtime, self.cookies)
+        self.metrics = Metrics()
+        self.router: APIRouter = auth_router(self.runtime, self.cookies, self.metrics)
         self.current_user = CurrentUser(lambda: self.runtime().sessions)
         self.optional_user = OptionalUser(lambda: self.runtime().sessions)
 
@@ -55,12 +57,13 @@ class Tokenstile:
     def install(self, app: FastAPI) -> None:
         """Mount the auth and OAuth 2.0 routes and the JSON error handlers on ``app``."""
         app.include_router(self.router)
-        app.include_router(oauth_router(self.runtime))
+        app.include_router(oauth_router(self.runtime, self.metrics))
         install_error_handlers(app)
+        app.state.tokenstile_metrics = self.metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
-        runtime = open_runtime(self.settings)
+        runtime = open_runtime(self.settings, audit=self.metrics)
         if uses_embedded_database(self.settings):
             await runtime.database.upgrade()
         self._runtime = runtime
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     auth.install(app)
     app.include_router(health_router(auth.runtime))
+    app.include_router(auth.metrics.router())
     install_web(app)
     app.state.tokenstile = auth
     return app

@@ -32,6 +32,9 @@ def error_response(
     detail: str,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    metrics = getattr(request.app.state, "tokenstile_metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code).inc()
     body = {
         "error": code,
         "detail": localized(code, detail, request.headers.get("accept-language")),

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from tokenstile.api.errors import NO_STORE
+from tokenstile.api.metrics import Metrics
 from tokenstile.api.security import client_ip
 from tokenstile.core.sessions import TokenPair
 from tokenstile.errors import (
@@ -140,9 +141,19 @@ def _token_answer(pair: TokenPair) -> JSONResponse:
     )
 
 
-def oauth_router(runtime: Callable[[], Runtime]) -> APIRouter:
+def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
     """``/auth/token``, ``/auth/revoke``, ``/auth/introspect`` and the metadata document."""
     router = APIRouter(tags=["oauth"])
+
+    def fail(error: OAuthError | TokenstileError) -> JSONResponse:
+        if isinstance(error, TokenstileError):
+            error = _oauth_error(error)
+        metrics.errors.labels(error.error).inc()
+        return error.response()
+
+    def issued(pair: TokenPair, grant: str) -> JSONResponse:
+        metrics.tokens_issued.labels(grant).inc()
+        return _token_answer(pair)
 
     @router.post("/auth/token", summary="OAuth 2.0 token endpoint (RFC 6749)")
     async def token(request: Request) -> Response:
@@ -155,21 +166,21 @@ def oauth_router(runtime: Callable[[], Runtime]) -> APIRouter:
             if grant is None:
                 raise OAuthError("invalid_request", "grant_type is required.")
             if grant == "password":
-                return _token_answer(await _password_grant(request, form, client_id))
+                return issued(await _password_grant(request, form, client_id), "password")
             if grant == "refresh_token":
                 if "refresh_token" not in form:
                     raise OAuthError("invalid_request", "refresh_token is required.")
                 pair = await runtime().sessions.refresh(
                     form["refresh_token"], client_ip=client_ip(request)
                 )
-                return _token_answer(pair)
+                return issued(pair, "refresh_token")
             raise OAuthError(
                 "unsupported_grant_type", f"The grant type {grant!r} is not supported."
             )
         except TokenstileError as exc:
-            return _oauth_error(exc).response()
+            return fail(exc)
         except OAuthError as exc:
-            return exc.response()
+            return fail(exc)
 
     async def _password_grant(
         request: Request, form: dict[str, str], client_id: str | None
@@ -192,9 +203,9 @@ def oauth_router(runtime: Callable[[], Runtime]) -> APIRouter:
                 raise OAuthError("invalid_request", "token is required.")
             await runtime().sessions.revoke_token(form["token"])
         except OAuthError as exc:
-            return exc.response()
+            return fail(exc)
         except TokenstileError as exc:
-            return _oauth_error(exc).response()
+            return fail(exc)
         return Response(status_code=200, headers=NO_STORE)
 
     @router.post("/auth/introspect", summary="Token introspection (RFC 7662)")
@@ -206,21 +217,23 @@ def oauth_router(runtime: Callable[[], Runtime]) -> APIRouter:
         presented = request.headers.get("authorization", "")
         expected = f"Bearer {secret.get_secret_value()}"
         if not hmac.compare_digest(presented.encode(), expected.encode()):
-            return OAuthError(
-                "invalid_client",
-                "Introspection needs the introspection secret.",
-                401,
-                {"WWW-Authenticate": 'Bearer realm="tokenstile"'},
-            ).response()
+            return fail(
+                OAuthError(
+                    "invalid_client",
+                    "Introspection needs the introspection secret.",
+                    401,
+                    {"WWW-Authenticate": 'Bearer realm="tokenstile"'},
+                )
+            )
         try:
             form = await read_form(request)
             if "token" not in form:
                 raise OAuthError("invalid_request", "token is required.")
             info = await rt.sessions.introspect(form["token"])
         except OAuthError as exc:
-            return exc.response()
+            return fail(exc)
         except TokenstileError as exc:
-            return _oauth_error(exc).response()
+            return fail(exc)
         if info is None:
             return JSONResponse({"active": False}, headers=NO_STORE)
         answer: dict[str, Any] = {

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Request, Response, status
 
 from tokenstile.api.cookies import REFRESH_COOKIE, CookieTransport, wants_cookie
 from tokenstile.api.errors import NO_STORE
+from tokenstile.api.metrics import Metrics
 from tokenstile.api.schemas import (
     Credentials,
     Health,
@@ -31,7 +32,9 @@ def _no_store(response: Response) -> None:
     response.headers.update(NO_STORE)
 
 
-def auth_router(runtime: Callable[[], Runtime], cookies: CookieTransport) -> APIRouter:
+def auth_router(
+    runtime: Callable[[], Runtime], cookies: CookieTransport, metrics: Metrics
+) -> APIRouter:
     """The ``/auth/*`` routes and ``/users/me``, bound to a runtime provider."""
     router = APIRouter()
     current_user = CurrentUser(lambda: runtime().sessions)
@@ -46,8 +49,9 @@ def auth_router(runtime: Callable[[], Runtime], cookies: CookieTransport) -> API
         return UserOut(id=user.id, username=user.username)
 
     def answer(
-        request: Request, response: Response, pair: TokenPair, *, by_cookie: bool
+        request: Request, response: Response, pair: TokenPair, *, grant: str, by_cookie: bool
     ) -> TokenResponse:
+        metrics.tokens_issued.labels(grant).inc()
         _no_store(response)
         if by_cookie:
             cookies.issue(request, response, pair)
@@ -66,7 +70,7 @@ def auth_router(runtime: Callable[[], Runtime], cookies: CookieTransport) -> API
             user_agent=request.headers.get("user-agent"),
             ip=client_ip(request),
         )
-        return answer(request, response, pair, by_cookie=wants_cookie(request))
+        return answer(request, response, pair, grant="login", by_cookie=wants_cookie(request))
 
     @router.post("/auth/refresh", tags=["auth"], response_model_exclude_none=True)
     async def refresh(
@@ -88,7 +92,8 @@ def auth_router(runtime: Callable[[], Runtime], cookies: CookieTransport) -> API
             if by_cookie:
                 exc.headers.extend(cookies.clearing_headers())
             raise
-        return answer(request, response, pair, by_cookie=by_cookie or wants_cookie(request))
+        by_cookie = by_cookie or wants_cookie(request)
+        return answer(request, response, pair, grant="refresh", by_cookie=by_cookie)
 
     @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
     async def logout(

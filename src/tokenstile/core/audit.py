@@ -21,3 +21,14 @@ class LoggingAuditLog:
     def record(self, event: str, **fields: AuditValue) -> None:
         details = " ".join(f"{name}={value}" for name, value in sorted(fields.items()))
         self._logger.warning("%s %s", event, details, extra={"audit_event": event, **fields})
+
+
+class AuditLogs:
+    """Several audit logs as one: each event is recorded in every one of them."""
+
+    def __init__(self, *logs: AuditLog) -> None:
+        self._logs = logs
+
+    def record(self, event: str, **fields: AuditValue) -> None:
+        for log in self._logs:
+            log.record(event, **fields)
