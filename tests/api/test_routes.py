@@ -123,7 +123,9 @@ def test_users_me_answers_the_token_owner(server: LiveServer) -> None:
     assert response.json()["id"] == sub
 
 
-def test_a_missing_bearer_token_gets_401_with_www_authenticate(server: LiveServer) -> None:
+def test_rfc6750_3_a_missing_or_malformed_bearer_gets_401_with_www_authenticate(
+    server: LiveServer,
+) -> None:
     missing = server.client.get("/users/me")
     basic = server.client.get("/users/me", headers={"Authorization": "Basic dXNlcjpwYXNz"})
 
