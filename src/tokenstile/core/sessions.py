@@ -128,13 +128,13 @@ class SessionService:
         """Rotate ``refresh_token`` into a new pair.
 
         Raises ``InvalidToken``/``TokenExpired`` for a bad token (no store access),
-        ``TokenReused`` when a rotated-out token is replayed after the grace window
+        ``RateLimited`` past ``REFRESH_RATE_LIMIT`` for ``client_ip``, ``TokenReused`` when a rotated-out token is replayed after the grace window
         (the session is revoked), ``TokenRevoked`` when the session has ended, and
         ``StoreUnavailable`` (nothing changed; the client may retry).
         """
+        claims = self._codec.decode_refresh(refresh_token)
         if self._limiter is not None and client_ip:
             await self._limiter.hit(f"refresh:ip:{client_ip}", self._rates.refresh_per_ip)
-        claims = self._codec.decode_refresh(refresh_token)
         now = self._clock()
         rotation = await self._store.rotate(
             claims.sid,
