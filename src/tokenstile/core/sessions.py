@@ -128,9 +128,10 @@ class SessionService:
         """Rotate ``refresh_token`` into a new pair.
 
         Raises ``InvalidToken``/``TokenExpired`` for a bad token (no store access),
-        ``RateLimited`` past ``REFRESH_RATE_LIMIT`` for ``client_ip``, ``TokenReused`` when a rotated-out token is replayed after the grace window
-        (the session is revoked), ``TokenRevoked`` when the session has ended, and
-        ``StoreUnavailable`` (nothing changed; the client may retry).
+        ``RateLimited`` past ``REFRESH_RATE_LIMIT`` for ``client_ip``, ``TokenReused``
+        when a rotated-out token is replayed after the grace window (the session is
+        revoked), ``TokenRevoked`` when the session has ended, and ``StoreUnavailable``
+        (nothing changed; the client may retry).
         """
         claims = self._codec.decode_refresh(refresh_token)
         if self._limiter is not None and client_ip:
