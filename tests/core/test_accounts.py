@@ -10,6 +10,7 @@ from pathlib import Path
 import argon2
 import pytest
 
+from tests.core.clocks import FakeClock
 from tokenstile.core.accounts import AccountService
 from tokenstile.core.passwords import PasswordHasher
 from tokenstile.errors import (
@@ -23,14 +24,6 @@ from tokenstile.stores.sql import SqlDatabase, SqlUserStore
 
 PASSWORD = "correct horse battery"
 START = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def cheap_hasher(time_cost: int = 1, memory_cost: int = 8192) -> PasswordHasher:
@@ -50,7 +43,7 @@ async def users(tmp_path: Path) -> AsyncIterator[SqlUserStore]:
 
 @pytest.fixture
 def accounts(users: SqlUserStore) -> AccountService:
-    return AccountService(users, cheap_hasher(), clock=FakeClock())
+    return AccountService(users, cheap_hasher(), clock=FakeClock(START))
 
 
 # -- usernames ---------------------------------------------------------------------------
@@ -139,7 +132,7 @@ async def test_a_duplicate_username_is_taken(accounts: AccountService) -> None:
 async def test_registration_can_be_closed_while_admins_still_create_users(
     users: SqlUserStore,
 ) -> None:
-    closed = AccountService(users, cheap_hasher(), clock=FakeClock(), allow_registration=False)
+    closed = AccountService(users, cheap_hasher(), clock=FakeClock(START), allow_registration=False)
 
     with pytest.raises(RegistrationClosed):
         await closed.register("alice", PASSWORD)
@@ -205,9 +198,9 @@ async def test_change_password_applies_the_password_policy(accounts: AccountServ
 async def test_a_hash_with_weaker_parameters_is_rehashed_on_successful_login(
     users: SqlUserStore,
 ) -> None:
-    weak = AccountService(users, cheap_hasher(time_cost=1), clock=FakeClock())
+    weak = AccountService(users, cheap_hasher(time_cost=1), clock=FakeClock(START))
     stronger_hasher = cheap_hasher(time_cost=2, memory_cost=16384)
-    stronger = AccountService(users, stronger_hasher, clock=FakeClock())
+    stronger = AccountService(users, stronger_hasher, clock=FakeClock(START))
     user = await weak.register("alice", PASSWORD)
     old_hash = user.password_hash
     assert stronger_hasher.needs_rehash(old_hash)
@@ -231,7 +224,7 @@ async def test_a_hash_with_weaker_parameters_is_rehashed_on_successful_login(
 async def test_default_hasher_uses_argon2id_and_unknown_users_cost_a_real_verification(
     users: SqlUserStore,
 ) -> None:
-    accounts = AccountService(users, PasswordHasher(), clock=FakeClock())
+    accounts = AccountService(users, PasswordHasher(), clock=FakeClock(START))
     user = await accounts.register("alice", PASSWORD)
     assert user.password_hash.startswith("$argon2id$")
 

@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.core.clocks import FakeClock
 from tokenstile.core.codec import MAX_TOKEN_BYTES, TokenCodec
 from tokenstile.core.keys import KeyRing
 from tokenstile.errors import ConfigurationError, InvalidToken, TokenExpired
@@ -32,19 +33,9 @@ LEEWAY = 5
 NOW = 1_700_000_000
 
 
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(NOW)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.core.clocks import FakeClock
 from tokenstile.core import jwk
 from tokenstile.core.codec import TokenCodec
 from tokenstile.core.keys import NOT_AFTER, RELOAD_INTERVAL, KeyRing
@@ -55,19 +56,9 @@ RFC_7638_KEY = {
 RFC_7638_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
 
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(NOW)
 
 
 def settings(data_dir: Path, algorithm: str = "ES256", **changes: Any) -> Settings:
@@ -200,7 +191,7 @@ def test_a_third_party_verifies_tokens_with_pyjwt_from_our_jwks(
 
 def test_hs256_stays_the_default_with_no_kid_and_an_empty_jwks(tmp_path: Path) -> None:
     ring = key_ring(Settings(_env_file=None, data_dir=tmp_path))
-    token = access_token(codec_for(ring, FakeClock()))
+    token = access_token(codec_for(ring, FakeClock(NOW)))
 
     assert ring.algorithm == "HS256"
     assert ring.signer.kid is None

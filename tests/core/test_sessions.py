@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.core.clocks import FakeClock
 from tokenstile.core.audit import AuditValue
 from tokenstile.core.codec import TokenCodec
 from tokenstile.core.keys import KeyRing
@@ -41,19 +42,6 @@ POLICY = SessionPolicy(
     session_max_age=7_200,
     refresh_grace=10.0,
 )
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class RecordingAuditLog:
@@ -102,7 +90,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}"
     db = SqlDatabase.from_url(url)
     await db.upgrade()
-    clock = FakeClock()
+    clock = FakeClock(START)
     codec = TokenCodec(
         KeyRing.symmetric(SECRET), issuer=ISSUER, audience=AUDIENCE, leeway=LEEWAY, clock=clock
     )
