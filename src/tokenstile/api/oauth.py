@@ -10,7 +10,7 @@ import binascii
 import hmac
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -85,6 +85,12 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
+def _client_refused(description: str) -> OAuthError:
+    return OAuthError(
+        "invalid_client", description, 401, {"WWW-Authenticate": 'Basic realm="tokenstile"'}
+    )
+
+
 def client_id_of(request: Request, form: dict[str, str]) -> str | None:
     """The public client's id (RFC 6749 §2.3): from the form, or from HTTP Basic with
     an empty secret as some client libraries send it. There are no confidential clients,
@@ -94,35 +100,18 @@ def client_id_of(request: Request, form: dict[str, str]) -> str | None:
     if header is not None:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "basic":
-            raise OAuthError(
-                "invalid_client",
-                "Unsupported client authentication.",
-                401,
-                {"WWW-Authenticate": 'Basic realm="tokenstile"'},
-            )
+            raise _client_refused("Unsupported client authentication.")
         try:
-            basic_id, _, secret = (
-                base64.b64decode(credentials, validate=True).decode().partition(":")
-            )
+            decoded = base64.b64decode(credentials, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise OAuthError(
-                "invalid_client",
-                "Malformed client credentials.",
-                401,
-                {"WWW-Authenticate": 'Basic realm="tokenstile"'},
-            ) from None
+            raise _client_refused("Malformed client credentials.") from None
+        # RFC 6749 §2.3.1: both parts are form-encoded before Basic encoding.
+        basic_id, _, secret = (unquote_plus(part) for part in decoded.partition(":"))
         if secret or (client_id and client_id != basic_id):
-            raise OAuthError(
-                "invalid_client",
-                "Unknown client.",
-                401,
-                {"WWW-Authenticate": 'Basic realm="tokenstile"'},
-            )
+            raise _client_refused("Unknown client.")
         client_id = basic_id or client_id
     if "client_secret" in form:
-        raise OAuthError(
-            "invalid_client", "Unknown client: tokenstile has only public clients.", 401
-        )
+        raise _client_refused("Unknown client: tokenstile has only public clients.")
     if client_id is not None and (len(client_id) > MAX_CLIENT_ID or not client_id.isprintable()):
         raise OAuthError("invalid_request", "The client_id is malformed.")
     return client_id
