@@ -20,6 +20,10 @@ async def _clear_postgres_counters(url: str) -> None:
         await connection.close()
 
 
+# ASCII letters and digits to their fullwidth forms, which NFKC folds back.
+FULLWIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
+
+
 @pytest.fixture
 def limited(
     serve: Callable[..., LiveServer], store_mode: str, store_settings: dict[str, str]
@@ -46,6 +50,25 @@ def test_login_failures_beyond_the_fifth_for_one_account_answer_429(limited: Liv
     assert (blocked.status_code, blocked.json()["error"]) == (429, "rate_limited")
     assert 1 <= int(blocked.headers["retry-after"]) <= 60
     assert login(limited.client, other)["access_token"]  # another account is unaffected
+
+
+def test_every_spelling_of_one_account_shares_its_limit(limited: LiveServer) -> None:
+    username = register(limited.client)
+    spellings = [
+        username,
+        username.upper(),
+        f"  {username} ",
+        username.upper().translate(FULLWIDTH),
+    ]
+
+    answers = [
+        limited.client.post(
+            "/auth/login", json={"username": spellings[i % 4], "password": "not the password"}
+        ).status_code
+        for i in range(6)
+    ]
+
+    assert answers == [401] * 5 + [429]
 
 
 def test_unknown_accounts_are_limited_like_known_ones(limited: LiveServer) -> None:

@@ -99,7 +99,12 @@ class AccountService:
         Past ``LOGIN_RATE_LIMIT`` failures for one name (or ten times that from one
         address) raises ``RateLimited`` without checking the password at all.
         """
-        keys = [(f"login:user:{username.strip().casefold()}", self._rates.login_per_account)]
+        # Counted under the normalised name: every spelling of one account shares a limit.
+        try:
+            account = normalize_username(username)
+        except InvalidRequest:
+            account = username.strip().casefold()[: USERNAME_MAX_LENGTH * 4]
+        keys = [(f"login:user:{account}", self._rates.login_per_account)]
         if client_ip:
             keys.append((f"login:ip:{client_ip}", self._rates.login_per_ip))
         if self._limiter is not None:
