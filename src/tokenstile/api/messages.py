@@ -34,7 +34,7 @@ def prefers_korean(accept_language: str | None) -> bool:
                 weight = float(params.strip()[2:])
             except ValueError:
                 continue
-        if weight > best_weight:
+        if weight > best_weight and weight > 0:  # q=0 means "not acceptable"
             best, best_weight = tag.strip().lower(), weight
     return best == "ko" or best.startswith("ko-")
 
