@@ -41,7 +41,8 @@ class Runtime:
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the database and the session store answer."""
         await self.database.ping()
-        await self.session_store.ping()
+        if self.session_store is not self.database.sessions:
+            await self.session_store.ping()
 
     async def aclose(self) -> None:
         if self.session_store is not self.database.sessions:

@@ -19,6 +19,7 @@ def build_app(data_dir: Path) -> FastAPI:
     auth = Tokenstile(Settings(_env_file=None, data_dir=data_dir, **FAST_HASHING))  # type: ignore[call-arg, arg-type]
     app = FastAPI(lifespan=auth.lifespan)
     auth.install(app)
+    app.state.test_auth = auth
 
     @app.get("/notes")
     async def notes(user: Annotated[AccessClaims, Depends(auth.current_user)]) -> dict[str, str]:
@@ -49,5 +50,23 @@ def test_an_existing_app_mounts_tokenstile_and_protects_its_routes(tmp_path: Pat
         assert owned.json()["owner"].startswith("user-")
         assert public.json() == {"viewer": None}
         assert (after_logout.status_code, after_logout.json()["error"]) == (401, "token_revoked")
+    finally:
+        server.stop()
+
+
+def test_overriding_current_user_applies_to_tokenstiles_own_routes(tmp_path: Path) -> None:
+    app = build_app(tmp_path)
+    auth: Tokenstile = app.state.test_auth
+    stand_in = AccessClaims(
+        sub="u-1", sid="s-1", jti="j-1", iat=0, exp=0, client_id="c", username="stand-in"
+    )
+    app.dependency_overrides[auth.current_user] = lambda: stand_in
+    server = LiveServer(app).start()
+    try:
+        mine = server.client.get("/notes")
+        theirs = server.client.get("/users/me")
+
+        assert mine.json() == {"owner": "stand-in"}
+        assert theirs.json() == {"id": "u-1", "username": "stand-in"}
     finally:
         server.stop()

@@ -19,7 +19,7 @@ from tokenstile.core.audit import AuditValue
 from tokenstile.core.codec import TokenCodec
 from tokenstile.core.keys import KeyRing
 from tokenstile.core.sessions import SessionPolicy, SessionService, TokenPair
-from tokenstile.core.store import UserRecord
+from tokenstile.core.store import SessionRecord, UserRecord
 from tokenstile.errors import (
     InvalidToken,
     MissingToken,
@@ -282,18 +282,23 @@ async def test_reuse_ends_only_the_session_it_happened_in(
     assert (await sessions.authenticate(other_device.access_token)).sid == other_device.session.sid
 
 
-async def test_refresh_token_with_the_session_id_but_another_sub_is_refused(
-    sessions: SessionService, codec: TokenCodec, alice: UserRecord, bob: UserRecord
-) -> None:
-    login = await sessions.start(alice)
-    session = login.session
-    bobs_claim = codec.encode_refresh(
-        sub=bob.id,
+def claimed_by(codec: TokenCodec, session: SessionRecord, user: UserRecord) -> str:
+    """A well-signed refresh token naming ``session``'s current jti, but ``user`` as sub."""
+    return codec.encode_refresh(
+        sub=user.id,
         sid=session.sid,
         jti=session.current_jti,
         iat=session.current_iat,
         exp=session.expires_at,
     )
+
+
+async def test_refresh_token_with_the_session_id_but_another_sub_is_refused(
+    sessions: SessionService, codec: TokenCodec, alice: UserRecord, bob: UserRecord
+) -> None:
+    login = await sessions.start(alice)
+    session = login.session
+    bobs_claim = claimed_by(codec, session, bob)
 
     with pytest.raises(TokenRevoked):
         await sessions.refresh(bobs_claim)
@@ -308,13 +313,7 @@ async def test_a_refused_refresh_with_another_sub_leaves_the_owners_token_valid(
 ) -> None:
     login = await sessions.start(alice)
     session = login.session
-    bobs_claim = codec.encode_refresh(
-        sub=bob.id,
-        sid=session.sid,
-        jti=session.current_jti,
-        iat=session.current_iat,
-        exp=session.expires_at,
-    )
+    bobs_claim = claimed_by(codec, session, bob)
     with pytest.raises(TokenRevoked):
         await sessions.refresh(bobs_claim)
     clock.advance(POLICY.refresh_grace + 1)

@@ -44,9 +44,15 @@ class Tokenstile:
             secure=self.settings.cookie_secure, allowed_origins=self.settings.allowed_origins
         )
         self.metrics = Metrics()
-        self.router: APIRouter = auth_router(self.runtime, self.cookies, self.metrics)
         self.current_user = CurrentUser(lambda: self.runtime().sessions)
         self.optional_user = OptionalUser(lambda: self.runtime().sessions)
+        self.router: APIRouter = auth_router(
+            self.runtime,
+            self.cookies,
+            self.metrics,
+            current_user=self.current_user,
+            optional_user=self.optional_user,
+        )
 
     def runtime(self) -> Runtime:
         """The open runtime; raises ``RuntimeError`` outside the lifespan."""

@@ -33,12 +33,19 @@ def _no_store(response: Response) -> None:
 
 
 def auth_router(
-    runtime: Callable[[], Runtime], cookies: CookieTransport, metrics: Metrics
+    runtime: Callable[[], Runtime],
+    cookies: CookieTransport,
+    metrics: Metrics,
+    *,
+    current_user: CurrentUser,
+    optional_user: OptionalUser,
 ) -> APIRouter:
-    """The ``/auth/*`` routes and ``/users/me``, bound to a runtime provider."""
+    """The ``/auth/*`` routes and ``/users/me``, bound to a runtime provider.
+
+    The routes use the given dependencies, so an app's ``dependency_overrides`` of
+    them apply here as well as on its own routes.
+    """
     router = APIRouter()
-    current_user = CurrentUser(lambda: runtime().sessions)
-    optional_user = OptionalUser(lambda: runtime().sessions)
     User = Annotated[AccessClaims, Depends(current_user)]
 
     @router.post("/auth/register", status_code=status.HTTP_201_CREATED, tags=["auth"])
