@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from math import floor
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -37,7 +37,10 @@ from redis.exceptions import (
 from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord
 from tokenstile.errors import StoreUnavailable
 
-__all__ = ["RedisRateCounter", "RedisSessionStore"]
+if TYPE_CHECKING:
+    from tokenstile.stores.redis_rates import RedisRateCounter
+
+__all__ = ["RedisSessionStore"]
 
 # KEYS[1] session hash. ARGV: presented jti, new jti, now, floor(now), grace, and the
 # expected owner ('' for any): a session of another owner is left alone as gone.
@@ -315,6 +318,8 @@ class RedisSessionStore:
 
     def rate_counter(self) -> RedisRateCounter:
         """Rate-limit counters on this store's client and prefix."""
+        from tokenstile.stores.redis_rates import RedisRateCounter
+
         return RedisRateCounter(self._client, prefix=self._prefix)
 
     async def ping(self) -> None:
@@ -348,36 +353,3 @@ class RedisSessionStore:
 def _escape_glob(text: str) -> str:
     """``text`` with Redis glob metacharacters escaped, for SCAN MATCH."""
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
-
-
-class RedisRateCounter:
-    """Fixed-window counters ``{prefix}rate:<key>`` expiring with their window."""
-
-    def __init__(self, client: Redis, *, prefix: str = "ts:") -> None:
-        self._client = client
-        self._prefix = prefix
-
-    async def hit(self, key: str, *, period: int, now: float) -> tuple[int, float]:
-        name = f"{self._prefix}rate:{key}"
-        with _store_errors():
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.incr(name)
-                pipe.expire(name, period, nx=True)
-                pipe.pttl(name)
-                count, _, ttl_ms = await pipe.execute()
-        return int(count), now + max(int(ttl_ms), 0) / 1000
-
-    async def peek(self, key: str, *, period: int, now: float) -> tuple[int, float]:
-        name = f"{self._prefix}rate:{key}"
-        with _store_errors():
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.get(name)
-                pipe.pttl(name)
-                count, ttl_ms = await pipe.execute()
-        if count is None or int(ttl_ms) <= 0:
-            return 0, now + period
-        return int(count), now + int(ttl_ms) / 1000
-
-    async def clear(self, key: str) -> None:
-        with _store_errors():
-            await self._client.delete(f"{self._prefix}rate:{key}")

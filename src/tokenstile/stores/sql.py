@@ -6,10 +6,7 @@ rotation is a conditional ``UPDATE … WHERE current_jti = :presented RETURNING 
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -17,68 +14,17 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, RowMapping, and_, case, delete, event, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord, UserRecord
-from tokenstile.errors import StoreUnavailable, UsernameTaken
-from tokenstile.stores.sql_tables import rate_limits, sessions, users
+from tokenstile.errors import UsernameTaken
+from tokenstile.stores.sql_connections import Connections, store_errors
+from tokenstile.stores.sql_rates import SqlRateCounter
+from tokenstile.stores.sql_tables import sessions, users
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _SESSION_FIELDS = tuple(field.name for field in fields(SessionRecord))
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Translate a lost or refused database connection into ``StoreUnavailable``."""
-    try:
-        yield
-    except IntegrityError:
-        raise
-    except (DBAPIError, OSError, TimeoutError) as exc:
-        # Lost connections, refused logins, missing databases, lock timeouts: no
-        # answer we could trust, so the request fails closed.
-        raise StoreUnavailable() from exc
-
-
-class _Connections:
-    """Autocommit connections, each use translated by ``_store_errors``.
-
-    SQLite has one writer at a time; its busy handler makes waiting writers poll and
-    sleep, which under load wastes the timeout. So on SQLite this process's writers
-    queue on a lock first and meet the file lock one at a time.
-    """
-
-    def __init__(self, engine: AsyncEngine, *, serialize_writes: bool, timeout: float) -> None:
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._write_lock = asyncio.Lock() if serialize_writes else None
-        self._timeout = timeout
-        self.dialect = engine.dialect.name
-
-    async def dispose(self) -> None:
-        await self._engine.dispose()
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        with _store_errors():
-            async with self._engine.connect() as connection:
-                yield connection
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self.read() as connection:
-                yield connection
-            return
-        with _store_errors():
-            async with asyncio.timeout(self._timeout):
-                await self._write_lock.acquire()
-        try:
-            async with self.read() as connection:
-                yield connection
-        finally:
-            self._write_lock.release()
 
 
 def _session_from_row(row: RowMapping) -> SessionRecord:
@@ -101,7 +47,7 @@ class SqlDatabase:
 
     def __init__(self, engine: AsyncEngine, *, timeout: float = 5.0) -> None:
         self._engine = engine
-        connections = _Connections(
+        connections = Connections(
             engine, serialize_writes=engine.dialect.name == "sqlite", timeout=timeout
         )
         self.users = SqlUserStore(connections)
@@ -138,12 +84,12 @@ class SqlDatabase:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-        with _store_errors():
+        with store_errors():
             async with self._engine.begin() as connection:
                 await connection.run_sync(run)
 
     async def ping(self) -> None:
-        with _store_errors():
+        with store_errors():
             async with self._engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
 
@@ -164,7 +110,7 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 class SqlUserStore:
     """Accounts in the ``users`` table."""
 
-    def __init__(self, connections: _Connections) -> None:
+    def __init__(self, connections: Connections) -> None:
         self._connections = connections
 
     async def add_user(self, user: UserRecord) -> None:
@@ -215,7 +161,7 @@ class SqlUserStore:
 class SqlSessionStore:
     """Sessions in the ``sessions`` table; see :class:`tokenstile.core.store.SessionStore`."""
 
-    def __init__(self, connections: _Connections) -> None:
+    def __init__(self, connections: Connections) -> None:
         self._connections = connections
 
     async def create_session(self, session: SessionRecord) -> None:
@@ -365,49 +311,3 @@ class SqlSessionStore:
 
     async def aclose(self) -> None:
         await self._connections.dispose()
-
-
-class SqlRateCounter:
-    """Fixed-window counters in ``rate_limits`` (a ``core.ratelimit.RateCounter``)."""
-
-    def __init__(self, connections: _Connections) -> None:
-        self._connections = connections
-        dialect = connections.dialect
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-    async def hit(self, key: str, *, period: int, now: float) -> tuple[int, float]:
-        # One upsert: a new key, a key whose window ended, or one more in the window.
-        expired = rate_limits.c.window_ends <= now
-        statement = (
-            self._insert(rate_limits)
-            .values(key=key, window_ends=now + period, count=1)
-            .on_conflict_do_update(
-                index_elements=[rate_limits.c.key],
-                set_={
-                    "count": case((expired, 1), else_=rate_limits.c.count + 1),
-                    "window_ends": case((expired, now + period), else_=rate_limits.c.window_ends),
-                },
-            )
-            .returning(rate_limits.c.count, rate_limits.c.window_ends)
-        )
-        async with self._connections.write() as connection:
-            count, ends = (await connection.execute(statement)).one()
-        return int(count), float(ends)
-
-    async def peek(self, key: str, *, period: int, now: float) -> tuple[int, float]:
-        statement = select(rate_limits.c.count, rate_limits.c.window_ends).where(
-            rate_limits.c.key == key, rate_limits.c.window_ends > now
-        )
-        async with self._connections.read() as connection:
-            row = (await connection.execute(statement)).first()
-        return (0, now + period) if row is None else (int(row[0]), float(row[1]))
-
-    async def clear(self, key: str) -> None:
-        async with self._connections.write() as connection:
-            await connection.execute(delete(rate_limits).where(rate_limits.c.key == key))
-
-    async def purge(self, *, now: float) -> int:
-        """Drop the counters of ended windows."""
-        statement = delete(rate_limits).where(rate_limits.c.window_ends <= now)
-        async with self._connections.write() as connection:
-            return (await connection.execute(statement)).rowcount
