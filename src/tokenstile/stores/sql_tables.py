@@ -27,6 +27,7 @@ users = Table(
     Column("created_at", Double, nullable=False),
     Column("disabled_at", Double, nullable=True),
     Column("password_changed_at", Double, nullable=True),
+    Column("credential_version", Integer, nullable=False, server_default="0"),
 )
 
 sessions = Table(
