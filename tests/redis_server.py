@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -66,6 +67,7 @@ class PrivateRedis:
         """Stop the server; clients see connection errors until ``start()``."""
         if self._process is None:
             return
+        self._process.send_signal(signal.SIGCONT)  # a frozen server cannot exit
         self._process.terminate()
         try:
             self._process.wait(timeout=5)
@@ -73,6 +75,16 @@ class PrivateRedis:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections stay open, nothing is answered."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen server: it runs whatever waited in its sockets."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def _answers_ping(self) -> bool:
         try:

@@ -20,6 +20,9 @@ from tokenstile.settings import Settings
 
 T = TypeVar("T")
 
+KEEP_ALIVE_TIMEOUT = 5
+"""Seconds an idle keep-alive connection stays open between requests."""
+
 app = typer.Typer(
     help="Refresh-token authentication service.", no_args_is_help=True, add_completion=False
 )
@@ -104,6 +107,13 @@ def serve(
         http="httptools",
         access_log=access_log,
         log_level="info",
+        # Forwarded headers only from TRUSTED_PROXIES. Always explicit, so uvicorn's own
+        # default (loopback, or FORWARDED_ALLOW_IPS) never decides who the client is.
+        proxy_headers=settings.trusted_proxies is not None,
+        forwarded_allow_ips=settings.trusted_proxies or "",
+        # uvicorn counts the asking connection too: N + 1 serves up to N at once.
+        limit_concurrency=settings.max_connections + 1,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
     )
 
 
@@ -143,6 +153,7 @@ def sessions_revoke(
 
     async def revoke(runtime: Runtime) -> int:
         account = await runtime.accounts.find(user)
+        await runtime.accounts.invalidate_credentials(account.id)  # before: invariant 11
         return await runtime.sessions.end_all(account.id, reason="admin")
 
     ended = _run(revoke)

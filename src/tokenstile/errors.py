@@ -41,6 +41,14 @@ class InvalidCredentials(TokenstileError):
     default_detail = "Incorrect username or password."
 
 
+class WrongPassword(InvalidCredentials):
+    """A signed-in user's current password was wrong: 403, so that clients do not read
+    it as an expired token and refresh (the bearer token itself was fine)."""
+
+    status_code = 403
+    default_detail = "The current password is incorrect."
+
+
 class AuthenticationError(TokenstileError):
     """A presented token was refused; answers carry ``WWW-Authenticate``."""
 

@@ -34,7 +34,8 @@ class Runtime:
     clock: Clock
 
     async def purge(self) -> int:
-        """Drop expired and revoked sessions and ended rate-limit windows; how many went."""
+        """Drop expired and revoked sessions and rate-limit events past their window (SQL;
+        Redis expires its own); how many went."""
         removed = await self.sessions.purge()
         return removed + await self.database.rate_limits.purge(now=self.clock())
 
@@ -113,7 +114,7 @@ def open_runtime(
     keys = key_ring(settings, clock=clock)
     codec = TokenCodec(
         keys,
-        issuer=settings.issuer,
+        issuer=settings.resolved_issuer,
         audience=settings.audience,
         leeway=settings.leeway,
         clock=clock,
@@ -124,6 +125,7 @@ def open_runtime(
         remember_me_ttl=settings.remember_me_ttl,
         session_max_age=settings.session_max_age,
         refresh_grace=settings.refresh_grace,
+        stale_after=settings.store_timeout,
     )
     return Runtime(
         settings=settings,

@@ -5,7 +5,9 @@ Read only by the app factory and the command line; the core takes plain argument
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +57,11 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_kib: int = Field(65_536, ge=8)
     argon2_parallelism: int = Field(4, ge=1)
+    trusted_proxies: str | None = None
+    max_body_bytes: int = Field(65_536, gt=0)
+    body_timeout: float = Field(10.0, gt=0)
+    max_connections: int = Field(1000, gt=0)
+    public_url: str | None = None
 
     @field_validator("algorithm")
     @classmethod
@@ -68,6 +75,43 @@ class Settings(BaseSettings):
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("trusted_proxies", "public_url", mode="before")
+    @classmethod
+    def _unset_when_blank(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str | None) -> str | None:
+        # Normalised for uvicorn, which silently ignores a network with host bits set
+        # (10.0.0.1/8) and any entry that is not an address or a network.
+        if value is None:
+            return None
+        proxies = []
+        for entry in (part.strip() for part in value.split(",")):
+            try:
+                if "/" in entry:
+                    proxies.append(str(ipaddress.ip_network(entry, strict=False)))
+                else:
+                    proxies.append(str(ipaddress.ip_address(entry)))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network; list the proxies' addresses"
+                ) from None
+        return ",".join(proxies)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return parts.geturl().rstrip("/")
 
     @field_validator("login_rate_limit", "register_rate_limit", "refresh_rate_limit")
     @classmethod
@@ -103,3 +147,21 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'tokenstile.db').resolve()}"
+
+    @property
+    def resolved_issuer(self) -> str:
+        """``ISSUER``; when only ``PUBLIC_URL`` is set, that URL (RFC 8414 §2)."""
+        if self.public_url is not None and "issuer" not in self.model_fields_set:
+            return self.public_url
+        return self.issuer
+
+    @property
+    def external_url(self) -> str:
+        """The base of the URLs tokenstile publishes: ``PUBLIC_URL``, else ``ISSUER`` when
+        it is an http(s) URL, else ``""`` (the URLs stay relative). Never the request's
+        ``Host``, which the client chooses."""
+        if self.public_url is not None:
+            return self.public_url
+        if urlsplit(self.issuer).scheme in ("http", "https"):
+            return self.issuer.rstrip("/")
+        return ""

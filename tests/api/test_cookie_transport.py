@@ -178,3 +178,33 @@ def test_body_transport_ignores_cookies_and_needs_no_csrf(browser_server: LiveSe
     assert response.status_code == 200
     assert response.json()["refresh_token"]
     assert "set-cookie" not in response.headers
+
+
+def test_login_rotates_a_planted_csrf_cookie(browser_server: LiveServer) -> None:
+    # An attacker who can set cookies for the site (a sibling subdomain, a plain-http
+    # response) plants a CSRF value it knows; the login must not adopt it.
+    planted = "planted-by-the-attacker"
+    browser_server.client.cookies.set("tokenstile_csrf", planted, domain="127.0.0.1", path="/")
+
+    cookie_login(browser_server)
+
+    fresh = browser_server.client.cookies.get("tokenstile_csrf")
+    assert fresh
+    assert fresh != planted
+    # The browser now holds only the fresh value: the planted one no longer passes.
+    forged = browser_server.client.post(
+        "/auth/refresh", headers={**csrf_headers(browser_server), "X-CSRF-Token": planted}
+    )
+    assert (forged.status_code, forged.json()["error"]) == (403, "csrf_failed")
+    ok = browser_server.client.post("/auth/refresh", headers=csrf_headers(browser_server))
+    assert ok.status_code == 200
+
+
+def test_a_refresh_keeps_the_csrf_cookie(browser_server: LiveServer) -> None:
+    cookie_login(browser_server)
+    before = browser_server.client.cookies.get("tokenstile_csrf")
+
+    response = browser_server.client.post("/auth/refresh", headers=csrf_headers(browser_server))
+
+    assert response.status_code == 200
+    assert set_cookies(response)["tokenstile_csrf"].startswith(f"tokenstile_csrf={before};")

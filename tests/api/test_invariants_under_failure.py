@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +18,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.accounts import PASSWORD, bearer, login, refresh, register, signed_in
+from tests.api.conftest import FAST_HASHING, make_settings
 from tests.outages import stall_postgres, stall_redis, stall_sqlite
 from tests.redis_server import PrivateRedis
 from tests.servers import LiveServer
+from tokenstile.api import create_app
 
 STALL_SECONDS = 3.0
 
@@ -197,3 +200,42 @@ def test_invariant_10_logout_wins(server: LiveServer) -> None:
             me = server.client.get("/users/me", headers=bearer(tokens_of_session["access_token"]))
             assert me.status_code == 401
             assert refresh(server.client, tokens_of_session["refresh_token"]).status_code == 401
+
+
+@pytest.fixture
+def on_private_redis(tmp_path: Path, private_redis: PrivateRedis) -> Iterator[LiveServer]:
+    """A server whose sessions live in a redis-server of this test's own."""
+    settings = {
+        "data_dir": str(tmp_path / "data"),
+        "secret_key": secrets.token_urlsafe(32),
+        "rate_limit_enabled": "false",
+        "redis_url": private_redis.url,
+        "store_timeout": "0.5",
+        "refresh_grace": "1",
+        **FAST_HASHING,
+    }
+    server = LiveServer(create_app(make_settings(settings))).start()
+    yield server
+    server.stop()
+
+
+def test_invariant_9_a_refresh_that_timed_out_on_a_frozen_redis_still_rotates_on_retry(
+    on_private_redis: LiveServer, private_redis: PrivateRedis
+) -> None:
+    server = on_private_redis
+    first = refresh(server.client, signed_in(server.client)["refresh_token"])
+    assert first.status_code == 200  # Redis now knows the rotation script
+    pair = first.json()
+
+    private_redis.freeze()
+    try:
+        failed = refresh(server.client, pair["refresh_token"])
+        assert (failed.status_code, failed.json()["error"]) == (503, "store_unavailable")
+        time.sleep(1.5)  # past the grace window, with the rotation queued in Redis
+    finally:
+        private_redis.thaw()
+    time.sleep(0.3)  # Redis runs what waited in its sockets
+
+    retried = refresh(server.client, pair["refresh_token"])
+    assert retried.status_code == 200, retried.text
+    assert refresh(server.client, retried.json()["refresh_token"]).status_code == 200

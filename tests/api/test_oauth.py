@@ -15,10 +15,12 @@ import pytest
 from authlib.integrations.requests_client import OAuth2Session as AuthlibSession
 from oauthlib.oauth2 import LegacyApplicationClient
 from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
+from pydantic import ValidationError
 from requests_oauthlib import OAuth2Session
 
 from tests.accounts import PASSWORD, bearer, register
 from tests.servers import LiveServer
+from tokenstile.settings import Settings
 
 INTROSPECTION_SECRET = "introspect-" + "s" * 32
 
@@ -280,15 +282,120 @@ def test_rfc7662_the_caller_must_present_the_introspection_secret(
 
 
 def test_rfc8414_metadata_names_the_endpoints(oauth_server: LiveServer) -> None:
-    metadata = oauth_server.client.get("/.well-known/oauth-authorization-server").json()
+    response = oauth_server.client.get("/.well-known/oauth-authorization-server")
+    metadata = response.json()
 
+    # Without PUBLIC_URL and with a non-URL issuer, the locations are relative paths.
     assert metadata["issuer"] == "tokenstile"
-    assert metadata["token_endpoint"] == f"{oauth_server.base_url}/auth/token"
-    assert metadata["revocation_endpoint"] == f"{oauth_server.base_url}/auth/revoke"
-    assert metadata["introspection_endpoint"] == f"{oauth_server.base_url}/auth/introspect"
-    assert metadata["jwks_uri"] == f"{oauth_server.base_url}/.well-known/jwks.json"
+    assert metadata["token_endpoint"] == "/auth/token"
+    assert metadata["revocation_endpoint"] == "/auth/revoke"
+    assert metadata["introspection_endpoint"] == "/auth/introspect"
+    assert metadata["jwks_uri"] == "/.well-known/jwks.json"
     assert set(metadata["grant_types_supported"]) == {"password", "refresh_token"}
     assert metadata["token_endpoint_auth_methods_supported"] == ["none"]
+
+
+@pytest.mark.parametrize("public_url", [None, "https://auth.example"])
+def test_rfc8414_metadata_never_takes_urls_from_the_host_header(
+    serve: Callable[..., LiveServer], public_url: str | None
+) -> None:
+    server = serve(public_url=public_url, introspection_secret=INTROSPECTION_SECRET)
+
+    response = server.client.get(
+        "/.well-known/oauth-authorization-server",
+        headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+    )
+
+    assert response.status_code == 200
+    assert "evil.example" not in response.text
+
+
+def test_rfc8414_metadata_urls_come_from_public_url(serve: Callable[..., LiveServer]) -> None:
+    server = serve(public_url="https://auth.example/", introspection_secret=INTROSPECTION_SECRET)
+
+    metadata = server.client.get("/.well-known/oauth-authorization-server").json()
+
+    assert metadata["token_endpoint"] == "https://auth.example/auth/token"
+    assert metadata["revocation_endpoint"] == "https://auth.example/auth/revoke"
+    assert metadata["introspection_endpoint"] == "https://auth.example/auth/introspect"
+    assert metadata["jwks_uri"] == "https://auth.example/.well-known/jwks.json"
+
+
+def test_rfc8414_2_the_issuer_is_public_url_when_issuer_is_not_set(
+    serve: Callable[..., LiveServer],
+) -> None:
+    server = serve(public_url="https://auth.example/", introspection_secret=INTROSPECTION_SECRET)
+    tokens = server.client.post(
+        "/auth/login", json={"username": register(server.client), "password": PASSWORD}
+    ).json()
+
+    metadata = server.client.get("/.well-known/oauth-authorization-server").json()
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    me = server.client.get("/users/me", headers=bearer(tokens["access_token"]))
+    introspected = server.client.post(
+        "/auth/introspect",
+        data={"token": tokens["access_token"]},
+        headers={"Authorization": f"Bearer {INTROSPECTION_SECRET}"},
+    ).json()
+
+    assert metadata["issuer"] == "https://auth.example"
+    assert claims["iss"] == "https://auth.example"
+    assert me.status_code == 200
+    assert introspected["iss"] == "https://auth.example"
+
+
+def test_rfc8414_an_explicit_issuer_stays_beside_public_url(
+    serve: Callable[..., LiveServer],
+) -> None:
+    server = serve(public_url="https://auth.example", issuer="tokenstile")
+    tokens = server.client.post(
+        "/auth/login", json={"username": register(server.client), "password": PASSWORD}
+    ).json()
+
+    metadata = server.client.get("/.well-known/oauth-authorization-server").json()
+
+    assert metadata["issuer"] == "tokenstile"
+    assert metadata["token_endpoint"] == "https://auth.example/auth/token"
+    assert jwt.decode(tokens["access_token"], options={"verify_signature": False})["iss"] == (
+        "tokenstile"
+    )
+
+
+def test_rfc8414_metadata_urls_come_from_an_issuer_url(serve: Callable[..., LiveServer]) -> None:
+    server = serve(issuer="https://issuer.example/")
+
+    metadata = server.client.get(
+        "/.well-known/oauth-authorization-server", headers={"Host": "evil.example"}
+    ).json()
+
+    assert metadata["issuer"] == "https://issuer.example/"
+    assert metadata["token_endpoint"] == "https://issuer.example/auth/token"
+    assert metadata["jwks_uri"] == "https://issuer.example/.well-known/jwks.json"
+
+
+def test_rfc8414_metadata_may_be_cached_and_so_may_the_jwks(server: LiveServer) -> None:
+    metadata = server.client.get("/.well-known/oauth-authorization-server")
+    jwks = server.client.get("/.well-known/jwks.json")
+
+    assert metadata.headers["cache-control"] == "public, max-age=300"
+    assert jwks.headers["cache-control"] == "max-age=300"
+
+
+@pytest.mark.parametrize(
+    "value", ["auth.example", "ftp://auth.example", "https://", "https://a.example/?x=1"]
+)
+def test_public_url_must_be_an_http_url(value: str) -> None:
+    with pytest.raises(ValidationError, match="public_url"):
+        Settings(_env_file=None, public_url=value)  # type: ignore[call-arg]
+
+
+def test_public_url_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENSTILE_PUBLIC_URL", "https://auth.example/")
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert settings.public_url == "https://auth.example"
+    assert settings.resolved_issuer == "https://auth.example"
 
 
 def test_rfc7517_jwks_is_empty_under_hs256(server: LiveServer) -> None:

@@ -207,7 +207,7 @@ def test_password_change_checks_the_current_password_and_the_policy(server: Live
         "/auth/password", headers=headers, json={"current_password": PASSWORD, "new_password": "x"}
     )
 
-    assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_credentials")
+    assert (wrong.status_code, wrong.json()["error"]) == (403, "invalid_credentials")
     assert (weak.status_code, weak.json()["error"]) == (422, "weak_password")
 
 

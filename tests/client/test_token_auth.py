@@ -161,7 +161,32 @@ def test_a_401_refreshes_once_and_retries(server: LiveServer) -> None:
     assert [pair["access_token"] for pair in pairs] == [sent_bearer(response)]
 
 
-def test_a_second_401_is_returned_as_it_is(server: LiveServer) -> None:
+def test_a_second_401_is_returned_as_it_is(serve: Callable[..., LiveServer]) -> None:
+    # Introspection wants its own secret as the bearer: a user's token, however fresh,
+    # gets a 401 there every time.
+    server = serve(introspection_secret="a secret for resource servers only")
+    pairs: list[Mapping[str, Any]] = []
+    traffic = Traffic()
+    auth = token_auth(server, signed_in(server.client), pairs)
+    with httpx.Client(
+        base_url=server.base_url, auth=auth, event_hooks={"response": [traffic.record]}
+    ) as client:
+        response = client.post("/auth/introspect", data={"token": "x"})
+        assert response.status_code == 401
+        assert traffic.seen == [
+            ("/auth/introspect", 401),
+            ("/auth/refresh", 200),
+            ("/auth/introspect", 401),
+        ]
+        assert len(pairs) == 1
+        assert client.get("/users/me").status_code == 200  # the session lives on
+
+
+def test_a_wrong_current_password_reaches_the_server_once_and_refreshes_nothing(
+    serve: Callable[..., LiveServer],
+) -> None:
+    # With limits on, a resent guess would also spend a second password-change attempt.
+    server = serve(rate_limit_enabled=True, login_rate_limit="2/minute")
     pairs: list[Mapping[str, Any]] = []
     traffic = Traffic()
     auth = token_auth(server, signed_in(server.client), pairs)
@@ -170,14 +195,13 @@ def test_a_second_401_is_returned_as_it_is(server: LiveServer) -> None:
         base_url=server.base_url, auth=auth, event_hooks={"response": [traffic.record]}
     ) as client:
         response = client.post("/auth/password", json=wrong)
-        assert (response.status_code, response.json()["error"]) == (401, "invalid_credentials")
-        assert traffic.seen == [
-            ("/auth/password", 401),
-            ("/auth/refresh", 200),
-            ("/auth/password", 401),
-        ]
-        assert len(pairs) == 1
-        assert client.get("/users/me").status_code == 200  # the session lives on
+        second = client.post("/auth/password", json=wrong)
+        third = client.post("/auth/password", json=wrong)
+
+    assert (response.status_code, response.json()["error"]) == (403, "invalid_credentials")
+    assert (second.status_code, third.status_code) == (403, 429)  # one attempt each
+    assert traffic.seen == [("/auth/password", 403)] * 2 + [("/auth/password", 429)]
+    assert pairs == []
 
 
 @pytest.mark.parametrize("cause", ["expired", "rejected"])

@@ -264,11 +264,37 @@ def test_invariant_7_rejects_access_token_as_refresh_token(codec: TokenCodec) ->
         codec.decode_refresh(access)
 
 
-@pytest.mark.parametrize("typ", [None, "JWT", "at+JWT ", "application/at+jwt"])
-def test_invariant_7_rejects_missing_typ(codec: TokenCodec, typ: str | None) -> None:
+@pytest.mark.parametrize("typ", [None, "JWT", "at+JWT ", "application/jwt", "text/at+jwt", 1])
+def test_invariant_7_rejects_missing_typ(codec: TokenCodec, typ: Any) -> None:
     with pytest.raises(InvalidToken):
         codec.decode_access(forge(access_claims(), typ=typ))
     with pytest.raises(InvalidToken):
+        codec.decode_refresh(forge(refresh_claims(), typ=typ))
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT", "Application/At+JWT"])
+def test_rfc9068_4_an_access_token_typed_application_at_jwt_verifies(
+    codec: TokenCodec, typ: str
+) -> None:
+    # RFC 7515 §4.1.9: "at+jwt" is short for "application/at+jwt"; media types ignore case.
+    assert codec.decode_access(forge(access_claims(), typ=typ)).sub == "user-1"
+
+
+@pytest.mark.parametrize("typ", ["rt+jwt", "application/rt+jwt", "RT+JWT"])
+def test_rfc9068_4_refresh_typed_tokens_are_still_refused_as_access_tokens(
+    codec: TokenCodec, typ: str
+) -> None:
+    # Access claims, so only the type tells them apart.
+    with pytest.raises(InvalidToken, match="type"):
+        codec.decode_access(forge(access_claims(), typ=typ))
+    assert codec.decode_refresh(forge(refresh_claims(), typ=typ)).sid == "session-1"
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt"])
+def test_rfc9068_4_access_typed_tokens_are_still_refused_as_refresh_tokens(
+    codec: TokenCodec, typ: str
+) -> None:
+    with pytest.raises(InvalidToken, match="type"):
         codec.decode_refresh(forge(refresh_claims(), typ=typ))
 
 

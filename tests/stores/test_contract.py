@@ -471,3 +471,37 @@ async def test_rotate_for_another_owner_is_gone_and_changes_nothing(
         session.sid, session.current_jti, new_jti(), now=now, grace=GRACE, user_id=user_id
     )
     assert owned.outcome is RotationOutcome.ROTATED
+
+
+# -- stale requests ----------------------------------------------------------------------
+
+
+async def test_invariant_9_a_rotation_reaching_the_store_too_late_changes_nothing(
+    session_store: SessionStore, user_id: str
+) -> None:
+    # `now` is when the caller started; the store's own clock says it waited 5 s.
+    started = time.time() - 5
+    session = await created(session_store, user_id, started)
+
+    late = await session_store.rotate(
+        session.sid, session.current_jti, new_jti(), now=started, grace=GRACE, max_delay=2.0
+    )
+    reused_late = await session_store.rotate(
+        session.sid, "a-jti-never-issued", new_jti(), now=started, grace=GRACE, max_delay=2.0
+    )
+
+    assert late == Rotation(RotationOutcome.STALE, None)
+    assert reused_late == Rotation(RotationOutcome.STALE, None)
+    assert await session_store.get_session(session.sid, now=time.time()) == session
+
+
+async def test_a_rotation_within_max_delay_rotates(
+    session_store: SessionStore, user_id: str, now: float
+) -> None:
+    session = await created(session_store, user_id, now)
+
+    result = await session_store.rotate(
+        session.sid, session.current_jti, new_jti(), now=time.time(), grace=GRACE, max_delay=2.0
+    )
+
+    assert result.outcome is RotationOutcome.ROTATED

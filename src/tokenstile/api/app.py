@@ -8,9 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
+from starlette.routing import BaseRoute
 
 from tokenstile.api.cookies import CookieTransport
 from tokenstile.api.errors import install_error_handlers
+from tokenstile.api.limits import BodyLimit
 from tokenstile.api.metrics import Metrics
 from tokenstile.api.oauth import oauth_router
 from tokenstile.api.routes import auth_router, health_router
@@ -61,11 +63,26 @@ class Tokenstile:
         return self._runtime
 
     def install(self, app: FastAPI) -> None:
-        """Mount the auth and OAuth 2.0 routes and the JSON error handlers on ``app``."""
+        """Mount the auth and OAuth 2.0 routes and the JSON error handlers on ``app``.
+
+        Request bodies of these routes (only) are bounded by ``MAX_BODY_BYTES`` and
+        ``BODY_TIMEOUT``; the app's own routes keep whatever limits it sets.
+        """
+        routes = self._mount(app)
+        app.add_middleware(
+            BodyLimit,
+            max_bytes=self.settings.max_body_bytes,
+            timeout=self.settings.body_timeout,
+            routes=routes,
+        )
+
+    def _mount(self, app: FastAPI) -> list[BaseRoute]:
+        oauth = oauth_router(self.runtime, self.metrics)
         app.include_router(self.router)
-        app.include_router(oauth_router(self.runtime, self.metrics))
+        app.include_router(oauth)
         install_error_handlers(app)
         app.state.tokenstile_metrics = self.metrics
+        return [*self.router.routes, *oauth.routes]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -104,7 +121,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=auth.lifespan,
     )
-    auth.install(app)
+    auth._mount(app)
+    # The service bounds every request, whichever route it is for.
+    app.add_middleware(
+        BodyLimit, max_bytes=auth.settings.max_body_bytes, timeout=auth.settings.body_timeout
+    )
     app.include_router(health_router(auth.runtime))
     app.include_router(auth.metrics.router())
     install_web(app)

@@ -56,8 +56,15 @@ class CookieTransport:
         if origin is None or origin.rstrip("/") not in self._allowed_origins(request):
             raise CsrfFailed("The request's Origin is not allowed.")
 
-    def issue(self, request: Request, response: Response, pair: TokenPair) -> None:
-        """Put the refresh token and a CSRF token in cookies on ``response``."""
+    def issue(
+        self, request: Request, response: Response, pair: TokenPair, *, new_csrf: bool = True
+    ) -> None:
+        """Put the refresh token and a CSRF token in cookies on ``response``.
+
+        The CSRF token is a new one unless ``new_csrf`` is false (a refresh), when the
+        browser's present one is kept. A login always gets a new one: a value planted
+        before it (a cookie set from a sibling subdomain) must not survive into the session.
+        """
         # Remember-me sessions outlive the browser; others end with it.
         max_age = pair.refresh_expires_in if pair.session.remember_me else None
         response.set_cookie(
@@ -69,7 +76,7 @@ class CookieTransport:
             httponly=True,
             samesite="strict",
         )
-        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+        csrf = (None if new_csrf else request.cookies.get(CSRF_COOKIE)) or secrets.token_urlsafe(32)
         response.set_cookie(
             CSRF_COOKIE,
             csrf,

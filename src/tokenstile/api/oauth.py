@@ -19,6 +19,7 @@ from tokenstile.api.errors import NO_STORE
 from tokenstile.api.metrics import Metrics
 from tokenstile.api.security import client_ip
 from tokenstile.core.sessions import TokenPair
+from tokenstile.core.signin import sign_in
 from tokenstile.errors import (
     AuthenticationError,
     InvalidCredentials,
@@ -177,10 +178,14 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
         if "username" not in form or "password" not in form:
             raise OAuthError("invalid_request", "username and password are required.")
         rt = runtime()
-        ip = client_ip(request)
-        user = await rt.accounts.authenticate(form["username"], form["password"], client_ip=ip)
-        return await rt.sessions.start(
-            user, user_agent=request.headers.get("user-agent"), ip=ip, client_id=client_id
+        return await sign_in(
+            rt.accounts,
+            rt.sessions,
+            form["username"],
+            form["password"],
+            client_ip=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+            client_id=client_id,
         )
 
     @router.post("/auth/revoke", summary="Token revocation (RFC 7009)")
@@ -235,7 +240,7 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
             "iat": info.iat,
             "jti": info.jti,
             "sid": info.sid,
-            "iss": rt.settings.issuer,
+            "iss": rt.settings.resolved_issuer,
         }
         if info.token_type == "access_token":
             answer["aud"] = rt.settings.audience
@@ -247,11 +252,12 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
         return JSONResponse(runtime().keys.jwks(), headers={"Cache-Control": "max-age=300"})
 
     @router.get("/.well-known/oauth-authorization-server", summary="Metadata (RFC 8414)")
-    async def metadata(request: Request) -> dict[str, Any]:
+    async def metadata() -> JSONResponse:
         settings = runtime().settings
-        base = str(request.base_url).rstrip("/")
+        # From the configuration only: the request's Host is the client's to choose.
+        base = settings.external_url
         document: dict[str, Any] = {
-            "issuer": settings.issuer,
+            "issuer": settings.resolved_issuer,
             "token_endpoint": f"{base}/auth/token",
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "grant_types_supported": ["password", "refresh_token"],
@@ -264,6 +270,6 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
         if settings.introspection_secret is not None:
             document["introspection_endpoint"] = f"{base}/auth/introspect"
             document["introspection_endpoint_auth_methods_supported"] = ["bearer"]
-        return document
+        return JSONResponse(document, headers={"Cache-Control": "public, max-age=300"})
 
     return router

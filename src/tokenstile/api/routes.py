@@ -24,6 +24,7 @@ from tokenstile.api.schemas import (
 from tokenstile.api.security import CurrentUser, OptionalUser, client_ip
 from tokenstile.core.codec import AccessClaims
 from tokenstile.core.sessions import TokenPair
+from tokenstile.core.signin import sign_in
 from tokenstile.errors import AuthenticationError, InvalidRequest
 from tokenstile.runtime import Runtime
 
@@ -61,21 +62,21 @@ def auth_router(
         metrics.tokens_issued.labels(grant).inc()
         _no_store(response)
         if by_cookie:
-            cookies.issue(request, response, pair)
+            cookies.issue(request, response, pair, new_csrf=grant == "login")
             return TokenResponse.of(pair, include_refresh_token=False)
         return TokenResponse.of(pair)
 
     @router.post("/auth/login", tags=["auth"], response_model_exclude_none=True)
     async def login(body: LoginRequest, request: Request, response: Response) -> TokenResponse:
         rt = runtime()
-        user = await rt.accounts.authenticate(
-            body.username, body.password, client_ip=client_ip(request)
-        )
-        pair = await rt.sessions.start(
-            user,
-            remember_me=body.remember_me,
+        pair = await sign_in(
+            rt.accounts,
+            rt.sessions,
+            body.username,
+            body.password,
+            client_ip=client_ip(request),
             user_agent=request.headers.get("user-agent"),
-            ip=client_ip(request),
+            remember_me=body.remember_me,
         )
         return answer(request, response, pair, grant="login", by_cookie=wants_cookie(request))
 
@@ -134,6 +135,7 @@ def auth_router(
     @router.post("/auth/password", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
     async def change_password(body: PasswordChange, user: User) -> None:
         rt = runtime()
+        # The change bumps the credential version before the sessions end (invariant 11).
         await rt.accounts.change_password(user.sub, body.current_password, body.new_password)
         await rt.sessions.end_all(user.sub, reason="password_changed", keep_sid=user.sid)
 

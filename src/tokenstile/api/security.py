@@ -13,7 +13,9 @@ from tokenstile.errors import InvalidToken, MissingToken
 
 
 def client_ip(request: Request) -> str | None:
-    """The peer address (the proxy's, unless uvicorn is told to trust forwarded headers)."""
+    """The client's address as the server reports it: the TCP peer, or the address a
+    trusted proxy forwarded. ``tokenstile serve`` trusts ``X-Forwarded-For`` only from
+    ``TRUSTED_PROXIES``; in an app of your own, your server's proxy settings decide."""
     return request.client.host if request.client else None
 
 

@@ -15,6 +15,7 @@ from tokenstile.errors import (
     NotFound,
     RegistrationClosed,
     WeakPassword,
+    WrongPassword,
 )
 
 USERNAME_MIN_LENGTH = 3
@@ -74,7 +75,7 @@ class AccountService:
         if not self._allow_registration:
             raise RegistrationClosed()
         if self._limiter is not None and client_ip:
-            await self._limiter.hit(f"register:ip:{client_ip}", self._rates.register_per_ip)
+            await self._limiter.admit([(f"register:ip:{client_ip}", self._rates.register_per_ip)])
         return await self.create_user(username, password)
 
     async def create_user(self, username: str, password: str) -> UserRecord:
@@ -96,27 +97,26 @@ class AccountService:
         """The user these credentials name; ``InvalidCredentials`` otherwise.
 
         Unknown, disabled and wrong-password cases take the same time and answer alike.
-        Past ``LOGIN_RATE_LIMIT`` failures for one name (or ten times that from one
-        address) raises ``RateLimited`` without checking the password at all.
+        Every attempt is counted, atomically, before the password is checked (invariant
+        12): past ``LOGIN_RATE_LIMIT`` attempts for one name in any period-long span (or
+        ten times that from one address) raises ``RateLimited`` without checking it. A
+        right password takes back its count for the name, not for the address.
         """
         # Counted under the normalised name: every spelling of one account shares a limit.
         try:
             account = normalize_username(username)
         except InvalidRequest:
-            account = username.strip().casefold()[: USERNAME_MAX_LENGTH * 4]
-        keys = [(f"login:user:{account}", self._rates.login_per_account)]
+            account = username.strip().casefold()
+        account_key = f"login:user:{account}"
+        keys = [(account_key, self._rates.login_per_account)]
         if client_ip:
             keys.append((f"login:ip:{client_ip}", self._rates.login_per_ip))
-        if self._limiter is not None:
-            for key, rate in keys:
-                await self._limiter.check(key, rate)
-        try:
+        if self._limiter is None:
             return await self._verify(username, password)
-        except InvalidCredentials:
-            if self._limiter is not None:
-                for key, rate in keys:
-                    await self._limiter.count(key, rate)
-            raise
+        admission = await self._limiter.admit(keys)
+        user = await self._verify(username, password)
+        await self._limiter.release(admission, account_key)
+        return user
 
     async def _verify(self, username: str, password: str) -> UserRecord:
         try:
@@ -129,18 +129,34 @@ class AccountService:
         if not await self._hasher.verify(user.password_hash, password) or user.disabled_at:
             raise InvalidCredentials()
         if self._hasher.needs_rehash(user.password_hash):
-            await self._users.set_password_hash(
-                user.id, await self._hasher.hash(password), now=self._clock()
-            )
+            new_hash = await self._hasher.hash(password)
+            await self._users.upgrade_password_hash(user.id, user.password_hash, new_hash)
         return user
 
+    async def is_current(self, user: UserRecord) -> bool:
+        """Whether ``user`` (as read before a password check) still may sign in: not
+        disabled since, and no password change or "end all sessions" in between."""
+        now = await self._users.get_user(user.id)
+        return (
+            now is not None
+            and not now.disabled_at
+            and now.credential_version == user.credential_version
+        )
+
     async def change_password(self, user_id: str, current: str, new: str) -> UserRecord:
-        """Replace the password after checking the current one."""
+        """Replace the password after checking the current one.
+
+        Raises ``RateLimited`` past ``LOGIN_RATE_LIMIT`` attempts for the user (each is
+        counted before the check, successful or not) and ``WrongPassword`` (403) for a
+        wrong current password.
+        """
+        if self._limiter is not None:
+            await self._limiter.admit([(f"password:user:{user_id}", self._rates.login_per_account)])
         user = await self._users.get_user(user_id)
         if user is None or user.disabled_at:
             raise InvalidCredentials()
         if not await self._hasher.verify(user.password_hash, current):
-            raise InvalidCredentials("The current password is incorrect.")
+            raise WrongPassword("The current password is incorrect.")
         check_password_policy(new, user.username)
         await self._users.set_password_hash(
             user.id, await self._hasher.hash(new), now=self._clock()
@@ -161,6 +177,18 @@ class AccountService:
         return user
 
     async def disable(self, username: str) -> UserRecord:
+        """Disable the account named ``username``; end its sessions next (invariant 11)."""
         user = await self.find(username)
         await self._users.disable_user(user.id, now=self._clock())
         return user
+
+    async def enable(self, username: str) -> UserRecord:
+        """Let a disabled account sign in again (its old sessions stay ended)."""
+        user = await self.find(username)
+        await self._users.enable_user(user.id)
+        return user
+
+    async def invalidate_credentials(self, user_id: str) -> None:
+        """Make every login in flight for ``user_id`` fail its final check; call before
+        ending the user's sessions, so no session outlives the call (invariant 11)."""
+        await self._users.bump_credential_version(user_id)

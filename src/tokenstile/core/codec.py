@@ -149,7 +149,7 @@ class TokenCodec:
         header = decoded["header"]
         if self._keys.verification_key(header.get("kid")) is not key:
             raise InvalidToken("The token was signed with an unknown key.")
-        if header.get("typ") != token_type or "crit" in header:
+        if _media_type(header.get("typ")) != _media_type(token_type) or "crit" in header:
             raise InvalidToken("The token is not of the expected type.")
         claims: dict[str, Any] = decoded["payload"]
         self._validate_iss(claims)
@@ -181,6 +181,16 @@ class TokenCodec:
     def _validate_iat(self, claims: dict[str, Any]) -> None:
         if _integer(claims, "iat") > self._clock() + self._leeway:
             raise InvalidToken("The token is not valid yet.")
+
+
+def _media_type(typ: object) -> str | None:
+    """``typ`` as a full, lower-case media type: RFC 7515 §4.1.9 lets producers drop the
+    ``application/`` prefix and media types are case-insensitive, so ``at+jwt`` and
+    ``application/at+jwt`` (which RFC 9068 §4 resource servers must accept) are one."""
+    if not isinstance(typ, str):
+        return None
+    typ = typ.lower()
+    return typ if "/" in typ else f"application/{typ}"
 
 
 def _integer(claims: dict[str, Any], name: str) -> int:

@@ -1,10 +1,19 @@
-"""Rate limits: fixed-window counters kept in the shared store, so every process agrees."""
+"""Rate limits: sliding logs kept in the shared store, so every process agrees.
+
+Each attempt is recorded in one atomic store operation *before* the work it guards
+(a password check, a rotation), and only while fewer than ``limit`` attempts of its key
+were recorded in the last ``period`` seconds. So "N per period" holds over any
+period-long span and under any concurrency: there is no read-then-count gap to race.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from dataclasses import dataclass
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from tokenstile.core.clock import Clock
@@ -12,6 +21,10 @@ from tokenstile.errors import ConfigurationError, RateLimited
 
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$")
+_READABLE_PREFIX = re.compile(r"^(?:[a-z]{1,16}:){0,2}")
+
+STORAGE_KEY_LENGTH = 34 + 64
+"""The longest :func:`storage_key`: a readable prefix of up to 34 characters and a digest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,52 +43,87 @@ def parse_rate(text: str) -> Rate:
     return Rate(int(match[1]), int(match[2] or 1) * _PERIODS[match[3]])
 
 
+def storage_key(key: str) -> str:
+    """``key`` as a store keeps it: its readable kind (``login:user:``) and a SHA-256.
+
+    Callers' keys carry usernames and addresses of any length and any characters (NUL,
+    10 KB, lone surrogates); the digest keeps every stored key short, printable and free
+    of personal data, so no key can break a database.
+    """
+    prefix = _READABLE_PREFIX.match(key)
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{prefix[0] if prefix else ''}{digest}"
+
+
 class RateCounter(Protocol):
-    """Counts events per key in fixed windows; implemented by the session stores."""
+    """Sliding logs of events per key; implemented by the session stores.
 
-    async def hit(self, key: str, *, period: int, now: float) -> tuple[int, float]:
-        """Count one event; returns the count in the current window and when it ends."""
+    A key may be any string: stores keep :func:`storage_key` of it.
+    """
+
+    async def acquire(
+        self, key: str, *, limit: int, period: float, now: float, event_id: str
+    ) -> tuple[bool, float]:
+        """Record ``event_id`` for ``key`` only if fewer than ``limit`` events of ``key``
+        were recorded in ``(now - period, now]``, in one atomic step.
+
+        Returns ``(True, 0.0)`` when recorded, else ``(False, seconds)`` until one
+        more would be; a refused event is not recorded.
+        """
         ...
 
-    async def peek(self, key: str, *, period: int, now: float) -> tuple[int, float]:
-        """The count in the current window and when it ends, without counting."""
+    async def release(self, key: str, event_id: str) -> None:
+        """Forget one recorded event (nothing happens if it is not there)."""
         ...
 
-    async def clear(self, key: str) -> None: ...
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The events one :meth:`RateLimiter.admit` recorded: ``(key, event_id)`` pairs."""
+
+    events: tuple[tuple[str, str], ...] = field(default=())
 
 
 class RateLimiter:
-    """Checks and counts events against rates; a disabled limiter lets everything pass."""
+    """Admits attempts against rates; a disabled limiter lets everything pass."""
 
     def __init__(self, counter: RateCounter, *, clock: Clock, enabled: bool = True) -> None:
         self._counter = counter
         self._clock = clock
         self.enabled = enabled
 
-    async def check(self, key: str, rate: Rate) -> None:
-        """Raise ``RateLimited`` if ``key`` has already used up ``rate``."""
-        if self.enabled:
-            count, ends = await self._counter.peek(key, period=rate.period, now=self._clock())
-            self._refuse_over(count, ends, rate.limit)
+    async def admit(self, keys: Sequence[tuple[str, Rate]]) -> Admission:
+        """Record one attempt under every key, or under none.
 
-    async def hit(self, key: str, rate: Rate) -> None:
-        """Count one event for ``key``; raise ``RateLimited`` once it exceeds ``rate``."""
-        if self.enabled:
-            count, ends = await self._counter.hit(key, period=rate.period, now=self._clock())
-            self._refuse_over(count, ends, rate.limit + 1)
+        Raises ``RateLimited`` (with the seconds until the first full key has room) when
+        any key has used up its rate; the events this call already recorded are taken
+        back, so a refused attempt counts nowhere.
+        """
+        if not self.enabled:
+            return Admission()
+        now = self._clock()
+        recorded: list[tuple[str, str]] = []
+        for key, rate in keys:
+            event_id = secrets.token_hex(16)
+            admitted, retry_after = await self._counter.acquire(
+                key, limit=rate.limit, period=rate.period, now=now, event_id=event_id
+            )
+            if not admitted:
+                for earlier in recorded:
+                    await self._counter.release(*earlier)
+                raise RateLimited(retry_after=max(1, math.ceil(retry_after)))
+            recorded.append((key, event_id))
+        return Admission(tuple(recorded))
 
-    async def count(self, key: str, rate: Rate) -> None:
-        """Count one event for ``key`` without refusing it (e.g. a failure just seen)."""
-        if self.enabled:
-            await self._counter.hit(key, period=rate.period, now=self._clock())
+    async def release(self, admission: Admission, key: str) -> None:
+        """Take back the event ``admission`` recorded under ``key``, if it recorded one.
 
-    async def clear(self, key: str) -> None:
-        if self.enabled:
-            await self._counter.clear(key)
-
-    def _refuse_over(self, count: int, ends: float, allowed_below: int) -> None:
-        if count >= allowed_below:
-            raise RateLimited(retry_after=max(1, math.ceil(ends - self._clock())))
+        For attempts that turned out not to be what a limit counts, such as a login
+        whose password was right (the limit is on *failed* logins per account).
+        """
+        for event in admission.events:
+            if event[0] == key:
+                await self._counter.release(*event)
 
 
 @dataclass(frozen=True, slots=True)

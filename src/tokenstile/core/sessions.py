@@ -6,19 +6,23 @@ call is the atomic step the invariants rest on (SPEC §1).
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 import secrets
 from dataclasses import dataclass
 
 from tokenstile.core.audit import AuditLog
 from tokenstile.core.clock import Clock
 from tokenstile.core.codec import AccessClaims, RefreshClaims, TokenCodec
+from tokenstile.core.liveness import LivenessBatcher
 from tokenstile.core.ratelimit import DEFAULT_RATES, RateLimiter, RatePolicy
 from tokenstile.core.store import RotationOutcome, SessionRecord, SessionStore, UserRecord
 from tokenstile.errors import (
     InvalidToken,
     MissingToken,
     NotFound,
+    StoreUnavailable,
     TokenExpired,
     TokenReused,
     TokenRevoked,
@@ -32,6 +36,32 @@ def new_token_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MAX_USER_AGENT = 512
+
+
+def is_token_id(text: str) -> bool:
+    """Whether ``text`` could be an id :func:`new_token_id` made (or an older, longer one)."""
+    return _TOKEN_ID.fullmatch(text) is not None
+
+
+def _address(ip: str | None) -> str | None:
+    """A client address worth storing: a valid IP address, else ``None``."""
+    if not ip:
+        return None
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return None
+
+
+def _user_agent(text: str | None) -> str | None:
+    """The printable part of a ``User-Agent``, cut to the column's length."""
+    if not text:
+        return None
+    return "".join(char for char in text if char.isprintable())[:_MAX_USER_AGENT] or None
+
+
 @dataclass(frozen=True, slots=True)
 class SessionPolicy:
     """Lifetimes in seconds (SPEC §3)."""
@@ -41,6 +71,9 @@ class SessionPolicy:
     remember_me_ttl: int = 2_592_000
     session_max_age: int = 7_776_000
     refresh_grace: float = 10.0
+    stale_after: float | None = None
+    """Seconds after which a rotation that still reaches the store changes nothing
+    (the store timeout: its caller has answered 503); ``None`` trusts any delay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +120,7 @@ class SessionService:
         self._audit = audit
         self._limiter = limiter
         self._rates = rates
+        self._liveness = LivenessBatcher(store, clock=clock)
 
     async def start(
         self,
@@ -116,8 +150,8 @@ class SessionService:
             max_expires_at=max_expires_at,
             created_at=now,
             last_used_at=now,
-            user_agent=user_agent[:512] if user_agent else None,
-            ip=ip,
+            user_agent=_user_agent(user_agent),
+            ip=_address(ip),
             client_id=client_id or DEFAULT_CLIENT_ID,
             remember_me=remember_me,
         )
@@ -135,7 +169,7 @@ class SessionService:
         """
         claims = self._codec.decode_refresh(refresh_token)
         if self._limiter is not None and client_ip:
-            await self._limiter.hit(f"refresh:ip:{client_ip}", self._rates.refresh_per_ip)
+            await self._limiter.admit([(f"refresh:ip:{client_ip}", self._rates.refresh_per_ip)])
         now = self._clock()
         rotation = await self._store.rotate(
             claims.sid,
@@ -144,7 +178,10 @@ class SessionService:
             now=now,
             grace=self._policy.refresh_grace,
             user_id=claims.sub,
+            max_delay=self._policy.stale_after,
         )
+        if rotation.outcome is RotationOutcome.STALE:
+            raise StoreUnavailable("The session store answered too late; nothing changed.")
         if rotation.outcome is RotationOutcome.REUSED:
             self._audit.record("refresh_token_reused", sid=claims.sid, user_id=claims.sub)
             raise TokenReused()
@@ -159,7 +196,7 @@ class SessionService:
         Raises ``InvalidToken``, ``TokenExpired``, ``TokenRevoked`` or ``StoreUnavailable``.
         """
         claims = self._codec.decode_access(access_token)
-        if not await self._store.is_active(claims.sid, now=self._clock()):
+        if not await self._liveness.is_active(claims.sid):
             raise TokenRevoked()
         return claims
 
@@ -202,7 +239,7 @@ class SessionService:
             return None
         now = self._clock()
         if isinstance(claims, AccessClaims):
-            if not await self._store.is_active(claims.sid, now=now):
+            if not await self._liveness.is_active(claims.sid):
                 return None
             return TokenInfo(
                 "access_token",
@@ -245,6 +282,8 @@ class SessionService:
 
     async def end_own(self, user_id: str, sid: str) -> None:
         """End one of ``user_id``'s sessions; ``NotFound`` for anyone else's."""
+        if not is_token_id(sid):
+            raise NotFound("No such session.")
         session = await self._store.get_session(sid, now=self._clock())
         if session is None or session.user_id != user_id:
             raise NotFound("No such session.")

@@ -42,6 +42,8 @@ class RotationOutcome(enum.Enum):
     """A rotated-out token was replayed; the store has revoked the session."""
     GONE = "gone"
     """The session no longer exists (revoked, expired or never known)."""
+    STALE = "stale"
+    """The request reached the store too late (``max_delay``); nothing changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,13 @@ class SessionStore(Protocol):
         now: float,
         grace: float,
         user_id: str | None = None,
+        max_delay: float | None = None,
     ) -> Rotation:
         """Compare-and-set the session's current refresh token id.
+
+        With ``max_delay``, a request that reaches the store more than ``max_delay``
+        seconds after ``now`` by the store's own clock is STALE and changes nothing: its
+        caller has given up (a 503), and must be able to retry with the same token.
 
         A session that is missing, revoked, expired (``expires_at <= now``) or, when
         ``user_id`` is given, owned by someone else is GONE and left unchanged.
@@ -85,6 +92,10 @@ class SessionStore(Protocol):
 
     async def is_active(self, sid: str, *, now: float) -> bool:
         """Whether the session exists, is not revoked and has not expired."""
+        ...
+
+    async def are_active(self, sids: list[str], *, now: float) -> set[str]:
+        """Those of ``sids`` that are active, in one round trip to the store."""
         ...
 
     async def get_session(self, sid: str, *, now: float) -> SessionRecord | None: ...
@@ -120,6 +131,8 @@ class UserRecord:
     created_at: float
     disabled_at: float | None = None
     password_changed_at: float | None = None
+    credential_version: int = 0
+    """Bumped by every change that must end the user's sessions (SPEC §1 invariant 11)."""
 
 
 class UserStore(Protocol):
@@ -133,6 +146,23 @@ class UserStore(Protocol):
 
     async def get_user_by_name(self, username: str) -> UserRecord | None: ...
 
-    async def set_password_hash(self, user_id: str, password_hash: str, *, now: float) -> None: ...
+    async def set_password_hash(self, user_id: str, password_hash: str, *, now: float) -> None:
+        """Replace the password and bump the credential version, in one statement."""
+        ...
 
-    async def disable_user(self, user_id: str, *, now: float) -> None: ...
+    async def upgrade_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> None:
+        """Store a stronger hash of the same password, if ``old_hash`` is still current.
+
+        The credential version stays: the password did not change.
+        """
+        ...
+
+    async def disable_user(self, user_id: str, *, now: float) -> None:
+        """Mark the user disabled and bump the credential version, in one statement."""
+        ...
+
+    async def enable_user(self, user_id: str) -> None: ...
+
+    async def bump_credential_version(self, user_id: str) -> None:
+        """Invalidate the user's credential state, so no login in flight may keep a session."""
+        ...

@@ -42,14 +42,22 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisSessionStore"]
 
-# KEYS[1] session hash. ARGV: presented jti, new jti, now, floor(now), grace, and the
-# expected owner ('' for any): a session of another owner is left alone as gone.
+# KEYS[1] session hash. ARGV: presented jti, new jti, now, floor(now), grace, the
+# expected owner ('' for any): a session of another owner is left alone as gone, and
+# the most seconds Redis's own clock may be past `now` ('' for any): a script that
+# waited longer in a stalled server's queue answers 'stale' and changes nothing.
 # `now` and floor(now) arrive as the exact strings Python formatted and are stored
 # verbatim, so floats round-trip bit for bit and current_iat stays an integer.
 _ROTATE = """
 local key = KEYS[1]
 local presented, new_jti = ARGV[1], ARGV[2]
 local now, iat, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if ARGV[7] ~= '' then
+  local time = redis.call('TIME')
+  if tonumber(time[1]) + tonumber(time[2]) / 1e6 - now > tonumber(ARGV[7]) then
+    return {'stale'}
+  end
+end
 local s = redis.call('HMGET', key, 'current_jti', 'previous_jti', 'rotated_at',
                      'refresh_ttl', 'max_expires_at', 'expires_at', 'user_id')
 if not s[1] or tonumber(s[6]) <= now or (ARGV[6] ~= '' and ARGV[6] ~= s[7]) then
@@ -217,11 +225,13 @@ class RedisSessionStore:
         now: float,
         grace: float,
         user_id: str | None = None,
+        max_delay: float | None = None,
     ) -> Rotation:
         """Compare-and-set the current refresh token id in one script run.
 
         Returns ROTATED or GRACE with the session, REUSED after deleting the session,
-        or GONE when there is no live session ``sid``.
+        GONE when there is no live session ``sid``, or STALE when the script ran more
+        than ``max_delay`` seconds after ``now`` by Redis's clock.
         """
         with _store_errors():
             reply = await self._rotate(
@@ -233,21 +243,38 @@ class RedisSessionStore:
                     str(floor(now)),
                     repr(grace),
                     user_id or "",
+                    "" if max_delay is None else repr(float(max_delay)),
                 ],
             )
         outcome = RotationOutcome(reply[0])
         if outcome is RotationOutcome.REUSED:
             await self._forget(reply[1], [sid])
             return Rotation(outcome, None)
-        if outcome is RotationOutcome.GONE:
+        if outcome in (RotationOutcome.GONE, RotationOutcome.STALE):
             return Rotation(outcome, None)
         return Rotation(outcome, _decode(_pairs(reply[1])))
 
     async def is_active(self, sid: str, *, now: float) -> bool:
         """Whether session ``sid`` exists and has not expired by ``now`` (one round trip)."""
+        return sid in await self.are_active([sid], now=now)
+
+    async def are_active(self, sids: list[str], *, now: float) -> set[str]:
+        """Those of ``sids`` whose session exists and has not expired by ``now``: one
+        ``HGET``, or one pipeline of them (which a cluster client splits by node)."""
+        keys = [self._session_key(sid) for sid in sids]
         with _store_errors():
-            expires_at = await self._client.hget(self._session_key(sid), "expires_at")
-        return expires_at is not None and int(expires_at) > now
+            if len(keys) == 1:
+                expiries = [await self._client.hget(keys[0], "expires_at")]
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.hget(key, "expires_at")
+                    expiries = await pipe.execute()
+        return {
+            sid
+            for sid, expires_at in zip(sids, expiries, strict=True)
+            if expires_at is not None and int(expires_at) > now
+        }
 
     async def get_session(self, sid: str, *, now: float) -> SessionRecord | None:
         """The live session ``sid``, or ``None``."""

@@ -1,42 +1,62 @@
-"""Rate-limit counters on Redis (a ``core.ratelimit.RateCounter``)."""
+"""Rate-limit logs on Redis (a ``core.ratelimit.RateCounter``)."""
 
 from __future__ import annotations
 
+import math
+
 from redis.asyncio import Redis
 
+from tokenstile.core.ratelimit import storage_key
 from tokenstile.stores.redis import _store_errors
 
 __all__ = ["RedisRateCounter"]
 
+# KEYS[1] the log: a sorted set of event ids scored by their time. ARGV: now, the
+# window's exclusive lower bound (now - period, formatted by Python so no precision is
+# lost in Lua), limit, event id, period in ms. One key, so it runs on Redis Cluster.
+_ACQUIRE = """
+local key, limit = KEYS[1], tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
+local count = redis.call('ZCARD', key)
+if count < limit then
+  redis.call('ZADD', key, ARGV[1], ARGV[4])
+  redis.call('PEXPIRE', key, ARGV[5])
+  return {1}
+end
+return {0, redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')[2]}
+"""
+
 
 class RedisRateCounter:
-    """Fixed-window counters ``{prefix}rate:<key>`` expiring with their window."""
+    """Sliding logs ``{prefix}rate:<storage key>``, each expiring a period after its
+    newest event."""
 
     def __init__(self, client: Redis, *, prefix: str = "ts:") -> None:
         self._client = client
         self._prefix = prefix
+        self._acquire = client.register_script(_ACQUIRE)
 
-    async def hit(self, key: str, *, period: int, now: float) -> tuple[int, float]:
-        name = f"{self._prefix}rate:{key}"
+    async def acquire(
+        self, key: str, *, limit: int, period: float, now: float, event_id: str
+    ) -> tuple[bool, float]:
+        arguments: list[str | int] = [
+            repr(now),
+            repr(now - period),
+            limit,
+            event_id,
+            math.ceil(period * 1000),
+        ]
         with _store_errors():
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.incr(name)
-                pipe.expire(name, period, nx=True)
-                pipe.pttl(name)
-                count, _, ttl_ms = await pipe.execute()
-        return int(count), now + max(int(ttl_ms), 0) / 1000
+            # Called on its own, never inside a pipeline or MULTI: it is the atomic step.
+            reply = await self._acquire(keys=[self._name(key)], args=arguments)
+        if int(reply[0]) == 1:
+            return True, 0.0
+        # Room comes when the event that fills the limit leaves the window.
+        return False, float(reply[1]) + period - now
 
-    async def peek(self, key: str, *, period: int, now: float) -> tuple[int, float]:
-        name = f"{self._prefix}rate:{key}"
+    async def release(self, key: str, event_id: str) -> None:
         with _store_errors():
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.get(name)
-                pipe.pttl(name)
-                count, ttl_ms = await pipe.execute()
-        if count is None or int(ttl_ms) <= 0:
-            return 0, now + period
-        return int(count), now + int(ttl_ms) / 1000
+            await self._client.zrem(self._name(key), event_id)
 
-    async def clear(self, key: str) -> None:
-        with _store_errors():
-            await self._client.delete(f"{self._prefix}rate:{key}")
+    def _name(self, key: str) -> str:
+        return f"{self._prefix}rate:{storage_key(key)}"

@@ -1,7 +1,10 @@
 """SQL stores (SQLite through aiosqlite, PostgreSQL through asyncpg) on SQLAlchemy Core.
 
-Every store method is one statement in autocommit mode, so each is atomic on its own;
-rotation is a conditional ``UPDATE … WHERE current_jti = :presented RETURNING …``.
+Every store method is one statement in autocommit mode, so each is atomic on its own,
+except rotation: a conditional ``UPDATE … WHERE current_jti = :presented RETURNING …``,
+then (when the token was not current) a conditional revoke for reuse, then a read for
+the grace window — each step atomic and conditional, so a racing rotation is never
+misread as reuse.
 """
 
 from __future__ import annotations
@@ -13,7 +16,21 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, RowMapping, and_, case, delete, event, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    and_,
+    case,
+    delete,
+    event,
+    extract,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -22,9 +39,16 @@ from tokenstile.errors import UsernameTaken
 from tokenstile.stores.sql_connections import Connections, store_errors
 from tokenstile.stores.sql_rates import SqlRateCounter
 from tokenstile.stores.sql_tables import sessions, users
+from tokenstile.stores.sqlite_reader import SqliteLoopReader
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _SESSION_FIELDS = tuple(field.name for field in fields(SessionRecord))
+_BUMPED = users.c.credential_version + 1
+
+
+def _live(now: float) -> Any:
+    """The condition of a session that still works: neither revoked nor expired."""
+    return and_(sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)
 
 
 def _session_from_row(row: RowMapping) -> SessionRecord:
@@ -39,6 +63,7 @@ def _user_from_row(row: RowMapping) -> UserRecord:
         created_at=row["created_at"],
         disabled_at=row["disabled_at"],
         password_changed_at=row["password_changed_at"],
+        credential_version=row["credential_version"],
     )
 
 
@@ -47,11 +72,15 @@ class SqlDatabase:
 
     def __init__(self, engine: AsyncEngine, *, timeout: float = 5.0) -> None:
         self._engine = engine
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
         connections = Connections(
             engine, serialize_writes=engine.dialect.name == "sqlite", timeout=timeout
         )
         self.users = SqlUserStore(connections)
-        self.sessions = SqlSessionStore(connections)
+        self.sessions = SqlSessionStore(
+            connections,
+            loop_reader=SqliteLoopReader(database) if database and database != ":memory:" else None,
+        )
         self.rate_limits = SqlRateCounter(connections)
 
     @classmethod
@@ -94,6 +123,7 @@ class SqlDatabase:
                 await connection.execute(text("SELECT 1"))
 
     async def aclose(self) -> None:
+        self.sessions.close_loop_reader()
         await self._engine.dispose()
 
 
@@ -135,22 +165,35 @@ class SqlUserStore:
         return await self._one(select(users).where(users.c.username == username))
 
     async def set_password_hash(self, user_id: str, password_hash: str, *, now: float) -> None:
-        statement = (
-            update(users)
-            .where(users.c.id == user_id)
-            .values(password_hash=password_hash, password_changed_at=now)
+        await self._update(
+            users.c.id == user_id,
+            password_hash=password_hash,
+            password_changed_at=now,
+            credential_version=_BUMPED,
         )
-        async with self._connections.write() as connection:
-            await connection.execute(statement)
+
+    async def upgrade_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> None:
+        await self._update(
+            users.c.id == user_id, users.c.password_hash == old_hash, password_hash=new_hash
+        )
 
     async def disable_user(self, user_id: str, *, now: float) -> None:
-        statement = (
-            update(users)
-            .where(users.c.id == user_id, users.c.disabled_at.is_(None))
-            .values(disabled_at=now)
+        await self._update(
+            users.c.id == user_id,
+            users.c.disabled_at.is_(None),
+            disabled_at=now,
+            credential_version=_BUMPED,
         )
+
+    async def enable_user(self, user_id: str) -> None:
+        await self._update(users.c.id == user_id, disabled_at=None)
+
+    async def bump_credential_version(self, user_id: str) -> None:
+        await self._update(users.c.id == user_id, credential_version=_BUMPED)
+
+    async def _update(self, *where: Any, **values: Any) -> None:
         async with self._connections.write() as connection:
-            await connection.execute(statement)
+            await connection.execute(update(users).where(*where).values(**values))
 
     async def _one(self, statement: Any) -> UserRecord | None:
         async with self._connections.read() as connection:
@@ -159,10 +202,17 @@ class SqlUserStore:
 
 
 class SqlSessionStore:
-    """Sessions in the ``sessions`` table; see :class:`tokenstile.core.store.SessionStore`."""
+    """Sessions in the ``sessions`` table; see :class:`tokenstile.core.store.SessionStore`.
 
-    def __init__(self, connections: Connections) -> None:
+    With a ``loop_reader`` (SQLite), liveness checks read the file from the event loop
+    instead of paying a thread hop each.
+    """
+
+    def __init__(
+        self, connections: Connections, *, loop_reader: SqliteLoopReader | None = None
+    ) -> None:
         self._connections = connections
+        self._loop_reader = loop_reader
 
     async def create_session(self, session: SessionRecord) -> None:
         values = {name: getattr(session, name) for name in _SESSION_FIELDS}
@@ -178,17 +228,17 @@ class SqlSessionStore:
         now: float,
         grace: float,
         user_id: str | None = None,
+        max_delay: float | None = None,
     ) -> Rotation:
         issued_at = math.floor(now)
         extended = issued_at + sessions.c.refresh_ttl
-        live = and_(
-            sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
-        )
+        live = and_(sessions.c.sid == sid, _live(now))
         if user_id is not None:
             live = and_(live, sessions.c.user_id == user_id)
+        fresh = self._fresh(now, max_delay)
         rotate = (
             update(sessions)
-            .where(live, sessions.c.current_jti == presented_jti)
+            .where(live, fresh, sessions.c.current_jti == presented_jti)
             .values(
                 previous_jti=sessions.c.current_jti,
                 current_jti=new_jti,
@@ -211,17 +261,19 @@ class SqlSessionStore:
             # rotation racing this one cannot be misread as reuse.
             reuse = (
                 update(sessions)
-                .where(live, sessions.c.current_jti != presented_jti)
+                .where(live, fresh, sessions.c.current_jti != presented_jti)
                 .where(~self._in_grace(presented_jti, now, grace))
                 .values(revoked_at=now, revoke_reason="reuse")
                 .returning(sessions.c.sid)
             )
             if (await connection.execute(reuse)).first() is not None:
                 return Rotation(RotationOutcome.REUSED, None)
-            found = await connection.execute(select(sessions).where(live))
+            found = await connection.execute(select(sessions, fresh.label("fresh")).where(live))
             row = found.mappings().first()
             if row is None:
                 return Rotation(RotationOutcome.GONE, None)
+            if not row["fresh"]:
+                return Rotation(RotationOutcome.STALE, None)
             session = _session_from_row(row)
             if session.previous_jti == presented_jti:
                 return Rotation(RotationOutcome.GRACE, session)
@@ -230,6 +282,17 @@ class SqlSessionStore:
                 update(sessions).where(live).values(revoked_at=now, revoke_reason="reuse")
             )
             return Rotation(RotationOutcome.REUSED, None)
+
+    def _fresh(self, now: float, max_delay: float | None) -> Any:
+        """True while the database's own clock is at most ``max_delay`` past ``now``."""
+        if max_delay is None:
+            return true()
+        if self._connections.dialect == "postgresql":
+            # clock_timestamp(), not now(): the time the statement got its row lock.
+            database_now: Any = extract("epoch", func.clock_timestamp())
+        else:
+            database_now = (func.julianday("now") - 2440587.5) * 86400.0
+        return database_now - now <= max_delay
 
     @staticmethod
     def _in_grace(presented_jti: str, now: float, grace: float) -> Any:
@@ -242,16 +305,19 @@ class SqlSessionStore:
         )
 
     async def is_active(self, sid: str, *, now: float) -> bool:
-        statement = select(sessions.c.sid).where(
-            sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
-        )
+        return sid in await self.are_active([sid], now=now)
+
+    async def are_active(self, sids: list[str], *, now: float) -> set[str]:
+        if self._loop_reader is not None:
+            live = self._loop_reader.live(sids, now=now)
+            if live is not None:
+                return live
+        statement = select(sessions.c.sid).where(sessions.c.sid.in_(sids), _live(now))
         async with self._connections.read() as connection:
-            return (await connection.execute(statement)).first() is not None
+            return {row[0] for row in await connection.execute(statement)}
 
     async def get_session(self, sid: str, *, now: float) -> SessionRecord | None:
-        statement = select(sessions).where(
-            sessions.c.sid == sid, sessions.c.revoked_at.is_(None), sessions.c.expires_at > now
-        )
+        statement = select(sessions).where(sessions.c.sid == sid, _live(now))
         async with self._connections.read() as connection:
             row = (await connection.execute(statement)).mappings().first()
         return None if row is None else _session_from_row(row)
@@ -270,11 +336,7 @@ class SqlSessionStore:
     ) -> int:
         statement = (
             update(sessions)
-            .where(
-                sessions.c.user_id == user_id,
-                sessions.c.revoked_at.is_(None),
-                sessions.c.expires_at > now,
-            )
+            .where(sessions.c.user_id == user_id, _live(now))
             .values(revoked_at=now, revoke_reason=reason)
         )
         if keep_sid is not None:
@@ -285,11 +347,7 @@ class SqlSessionStore:
     async def list_user_sessions(self, user_id: str, *, now: float) -> list[SessionRecord]:
         statement = (
             select(sessions)
-            .where(
-                sessions.c.user_id == user_id,
-                sessions.c.revoked_at.is_(None),
-                sessions.c.expires_at > now,
-            )
+            .where(sessions.c.user_id == user_id, _live(now))
             .order_by(sessions.c.created_at)
         )
         async with self._connections.read() as connection:
@@ -309,5 +367,10 @@ class SqlSessionStore:
         async with self._connections.read() as connection:
             await connection.execute(text("SELECT 1"))
 
+    def close_loop_reader(self) -> None:
+        if self._loop_reader is not None:
+            self._loop_reader.close()
+
     async def aclose(self) -> None:
+        self.close_loop_reader()
         await self._connections.dispose()

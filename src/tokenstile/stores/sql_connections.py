@@ -9,19 +9,28 @@ from contextlib import asynccontextmanager, contextmanager
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tokenstile.errors import StoreUnavailable
+from tokenstile.errors import InvalidRequest, StoreUnavailable
+
+# SQLSTATE class 22, "data exception": a value the database refuses to store (a NUL
+# character, a string longer than its column). The input is at fault, not the database.
+_DATA_EXCEPTION = "22"
 
 
 @contextmanager
 def store_errors() -> Iterator[None]:
-    """Translate a lost or refused database connection into ``StoreUnavailable``."""
+    """Translate a lost or refused database connection into ``StoreUnavailable``, and a
+    value the database cannot store into ``InvalidRequest``."""
     try:
         yield
     except IntegrityError:
         raise
-    except (DBAPIError, OSError, TimeoutError) as exc:
+    except DBAPIError as exc:
+        if str(getattr(exc.orig, "sqlstate", "")).startswith(_DATA_EXCEPTION):
+            raise InvalidRequest("A value in the request cannot be stored.") from exc
         # Lost connections, refused logins, missing databases, lock timeouts: no
         # answer we could trust, so the request fails closed.
+        raise StoreUnavailable() from exc
+    except (OSError, TimeoutError) as exc:
         raise StoreUnavailable() from exc
 
 

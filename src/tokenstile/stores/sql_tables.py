@@ -55,11 +55,13 @@ sessions = Table(
     Index("ix_sessions_expires_at", "expires_at"),
 )
 
-rate_limits = Table(
-    "rate_limits",
+rate_events = Table(
+    "rate_events",
     metadata,
-    Column("key", String(320), primary_key=True),
-    Column("window_ends", Double, nullable=False),
-    Column("count", Integer, nullable=False),
-    Index("ix_rate_limits_window_ends", "window_ends"),
+    # core.ratelimit.storage_key of the caller's key: a short prefix and a SHA-256.
+    Column("key", String(128), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("expires_at", Double, nullable=False),
+    Index("ix_rate_events_key_expires_at", "key", "expires_at"),
+    Index("ix_rate_events_expires_at", "expires_at"),
 )
