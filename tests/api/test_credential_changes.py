@@ -57,7 +57,7 @@ class Race:
 
     def overlapped(self, moment: float) -> bool:
         """Whether a login that began before ``moment`` answered after the change did."""
-        return any(a.started < moment < self.answered < a.answered for a in self.attempts)
+        return any(a.started < moment and a.answered > self.answered for a in self.attempts)
 
     def started_before(self, moment: float) -> list[Attempt]:
         """The attempts that began before ``moment``, after checking that some of them
