@@ -497,3 +497,97 @@ def test_invariant_7_a_third_party_verifies_access_tokens_with_plain_pyjwt(
     assert claims["sid"] == "session-1"
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(token, ATTACKER_SECRET, algorithms=["HS256"], audience=AUDIENCE)
+
+
+# -- the verified-token cache ------------------------------------------------------------
+
+
+def test_a_tampered_token_is_refused_even_when_its_untampered_twin_is_cached(
+    codec: TokenCodec,
+) -> None:
+    token = encode_access(codec)
+    assert codec.decode_access(token).sub == "user-1"
+    head, body, signature = token.split(".")
+    claims = json.loads(b64url_decode(body))
+    forged_body = b64url(json.dumps({**claims, "sub": "someone-else"}).encode())
+
+    for forged in (
+        f"{head}.{forged_body}.{signature}",
+        f"{head}.{body}.{signature[:-2]}AA",
+        f"{token} ",
+        f"{head}.{body}",
+    ):
+        with pytest.raises(InvalidToken):
+            codec.decode_access(forged)
+    assert codec.decode_access(token).sub == "user-1"
+
+
+def test_an_expired_token_is_refused_even_when_it_is_cached(
+    codec: TokenCodec, clock: FakeClock
+) -> None:
+    token = encode_access(codec)
+    assert codec.decode_access(token).exp == NOW + 900
+
+    clock.now = NOW + 900 + LEEWAY - 1
+    assert codec.decode_access(token).sub == "user-1"
+    clock.now = NOW + 900 + LEEWAY
+    with pytest.raises(TokenExpired):
+        codec.decode_access(token)
+
+
+def test_a_cached_token_is_not_valid_before_its_nbf_or_iat_when_the_clock_goes_back(
+    clock: FakeClock,
+) -> None:
+    codec = TokenCodec(
+        KeyRing.symmetric(KEY), issuer=ISSUER, audience=AUDIENCE, leeway=LEEWAY, clock=clock
+    )
+    token = jwt.encode(access_claims(nbf=NOW), SECRET, "HS256", headers={"typ": "at+jwt"})
+    assert codec.decode_access(token).sub == "user-1"
+
+    clock.now = NOW - LEEWAY - 1  # e.g. NTP stepping the clock back
+    with pytest.raises(InvalidToken):
+        codec.decode_access(token)
+
+
+def test_a_cache_hit_does_not_verify_the_signature_again(
+    codec: TokenCodec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = encode_access(codec)
+    first = codec.decode_access(token)
+
+    def must_not_run(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the cached token was decoded again")
+
+    monkeypatch.setattr(jwt, "decode_complete", must_not_run)
+
+    assert codec.decode_access(token) == first
+
+
+def test_the_verified_token_cache_stays_at_its_bound_and_never_holds_forgeries(
+    clock: FakeClock,
+) -> None:
+    codec = TokenCodec(
+        KeyRing.symmetric(KEY),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        leeway=LEEWAY,
+        clock=clock,
+        cache_size=8,
+    )
+    attacker = TokenCodec(
+        KeyRing.symmetric(ATTACKER_SECRET.encode()),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        leeway=LEEWAY,
+        clock=clock,
+    )
+
+    for iat in range(NOW - 100, NOW):
+        codec.decode_access(encode_access(codec, iat=iat))
+    for iat in range(NOW - 100, NOW):
+        with pytest.raises(InvalidToken):
+            codec.decode_access(encode_access(attacker, iat=iat))
+
+    cache = codec._verified
+    assert len(cache) == 8
+    assert all(cached.key == KEY for cached in cache._entries.values())

@@ -638,3 +638,21 @@ def test_key_set_file_is_reread_only_when_it_changes(tmp_path: Path) -> None:
     assert changed != first
     assert keys.read_if_changed() is None
     assert os.path.exists(tmp_path / "keys.json.lock")
+
+
+def test_a_cached_token_of_a_key_removed_from_the_file_is_refused_after_the_reload(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    ring = key_ring(settings(tmp_path), clock=clock)
+    codec = codec_for(ring, clock)
+    old_token = access_token(codec)
+    assert codec.decode_access(old_token).sub == "user-1"  # verified, and so cached
+    rotate_keys(tmp_path, "ES256", now=NOW, retain_for=DAY)
+    new, _old = read_keys(tmp_path)
+    write_keys(tmp_path / "keys.json", [new])  # the operator drops the old key
+
+    clock.now = NOW + RELOAD_INTERVAL
+    assert ring.signer.kid == new["kid"]  # the running ring has reloaded
+
+    with pytest.raises(InvalidToken):
+        codec.decode_access(old_token)

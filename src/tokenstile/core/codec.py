@@ -7,6 +7,7 @@ steps, as RFC 8725 recommends.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
 REFRESH_TOKEN_TYPE = "rt+jwt"
 MAX_TOKEN_BYTES = 8192
 """Tokens longer than this are refused before any parsing."""
+VERIFIED_CACHE_SIZE = 4096
+"""Access tokens whose verification is remembered (each about 2 KB)."""
 
 _NO_CLAIM_CHECKS: Options = {
     "verify_signature": True,
@@ -58,17 +61,70 @@ class RefreshClaims:
     exp: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """What verifying one access token found."""
+
+    claims: AccessClaims
+    payload: dict[str, Any]
+    kid: str | None
+    key: Any
+
+
+class _VerifiedTokens:
+    """A bounded LRU of access tokens that passed every check, by their exact string.
+
+    Only tokens that verified are put in, so forged ones can never fill it; valid ones
+    push out the least recently used.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> _Verified | None:
+        entry = self._entries.get(token)
+        if entry is not None:
+            self._entries.move_to_end(token)
+        return entry
+
+    def put(self, token: str, entry: _Verified) -> None:
+        if self._size <= 0:
+            return
+        self._entries[token] = entry
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        self._entries.pop(token, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class TokenCodec:
     """Signs and verifies access and refresh tokens for one issuer and audience."""
 
     def __init__(
-        self, keys: KeyRing, *, issuer: str, audience: str, leeway: float, clock: Clock
+        self,
+        keys: KeyRing,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: float,
+        clock: Clock,
+        cache_size: int = VERIFIED_CACHE_SIZE,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
         self._clock = clock
+        self._verified = _VerifiedTokens(cache_size)
+        self._key_generation = keys.generation
 
     def encode_access(
         self,
@@ -101,10 +157,21 @@ class TokenCodec:
         return self._sign(claims, REFRESH_TOKEN_TYPE)
 
     def decode_access(self, token: str) -> AccessClaims:
-        """Verify an access token; raises ``InvalidToken`` or ``TokenExpired``."""
-        claims = self._verify(token, ACCESS_TOKEN_TYPE)
+        """Verify an access token; raises ``InvalidToken`` or ``TokenExpired``.
+
+        A token that passed every check before is found in a bounded cache by its exact
+        string; then only what can change since is checked again: that its key still
+        verifies, and ``exp``, ``nbf`` and ``iat`` against the clock.
+        """
+        if self._keys.generation != self._key_generation:
+            self._verified.clear()  # keys were added or removed
+            self._key_generation = self._keys.generation
+        cached = self._verified.get(token)
+        if cached is not None:
+            return self._recheck(token, cached)
+        claims, kid, key = self._verify(token, ACCESS_TOKEN_TYPE)
         self._validate_aud(claims)
-        return AccessClaims(
+        access = AccessClaims(
             sub=claims["sub"],
             sid=claims["sid"],
             jti=claims["jti"],
@@ -113,10 +180,24 @@ class TokenCodec:
             client_id=_string(claims, "client_id"),
             username=_string(claims, "preferred_username"),
         )
+        self._verified.put(token, _Verified(access, claims, kid, key))
+        return access
+
+    def _recheck(self, token: str, cached: _Verified) -> AccessClaims:
+        try:
+            if self._keys.verification_key(cached.kid) is not cached.key:
+                raise InvalidToken("The token was signed with an unknown key.")
+            self._validate_exp(cached.payload)
+            self._validate_nbf(cached.payload)
+            self._validate_iat(cached.payload)
+        except (InvalidToken, TokenExpired):
+            self._verified.discard(token)
+            raise
+        return cached.claims
 
     def decode_refresh(self, token: str) -> RefreshClaims:
         """Verify a refresh token; raises ``InvalidToken`` or ``TokenExpired``."""
-        claims = self._verify(token, REFRESH_TOKEN_TYPE)
+        claims, _, _ = self._verify(token, REFRESH_TOKEN_TYPE)
         return RefreshClaims(
             sub=claims["sub"],
             sid=claims["sid"],
@@ -132,7 +213,8 @@ class TokenCodec:
             headers["kid"] = signer.kid
         return jwt.encode(claims, signer.key, algorithm=self._keys.algorithm, headers=headers)
 
-    def _verify(self, token: str, token_type: str) -> dict[str, Any]:
+    def _verify(self, token: str, token_type: str) -> tuple[dict[str, Any], str | None, Any]:
+        """The verified claims of ``token``, the ``kid`` it names and the key that verified it."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken()
         # With a single key the header need not be read before verifying; parsing
@@ -147,7 +229,8 @@ class TokenCodec:
         except jwt.InvalidTokenError as exc:
             raise InvalidToken() from exc
         header = decoded["header"]
-        if self._keys.verification_key(header.get("kid")) is not key:
+        kid = header.get("kid")
+        if self._keys.verification_key(kid) is not key:
             raise InvalidToken("The token was signed with an unknown key.")
         if _media_type(header.get("typ")) != _media_type(token_type) or "crit" in header:
             raise InvalidToken("The token is not of the expected type.")
@@ -158,7 +241,7 @@ class TokenCodec:
         self._validate_iat(claims)
         for name in ("sub", "sid", "jti"):
             _string(claims, name)
-        return claims
+        return claims, kid, key
 
     def _validate_iss(self, claims: dict[str, Any]) -> None:
         if claims.get("iss") != self._issuer:

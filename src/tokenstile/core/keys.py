@@ -95,6 +95,8 @@ class KeyRing:
         self._reload = reload
         self._reload_interval = reload_interval
         self._checked_at = clock()
+        self.generation = 0
+        """Counts the reloads that changed the keys, so caches of verified tokens can tell."""
 
     @classmethod
     def symmetric(cls, secret: bytes) -> KeyRing:
@@ -215,6 +217,7 @@ class KeyRing:
         except (ConfigurationError, OSError, ValueError) as exc:
             logger.warning("keeping the current signing keys; reloading them failed: %s", exc)
             return False
+        self.generation += 1
         signer = self._keys.signer
         logger.info("signing keys reloaded; signing with %s", signer and signer.kid)
         return True
