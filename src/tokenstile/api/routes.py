@@ -6,6 +6,7 @@
 from collections.abc import Callable
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Request, Response, status
 
 from tokenstile.api.cookies import REFRESH_COOKIE, CookieTransport, wants_cookie
@@ -139,9 +140,13 @@ def auth_router(
         await rt.accounts.change_password(user.sub, body.current_password, body.new_password)
         await rt.sessions.end_all(user.sub, reason="password_changed", keep_sid=user.sid)
 
-    @router.get("/users/me", tags=["users"])
-    async def me(user: User) -> UserOut:
-        return UserOut(id=user.sub, username=user.username)
+    @router.get("/users/me", tags=["users"], response_model=UserOut)
+    async def me(user: User) -> Response:
+        # The example protected route, on every request: encoded directly, since
+        # validating our own two strings through the response model costs more than
+        # the rest of the route.
+        body = orjson.dumps({"id": user.sub, "username": user.username})
+        return Response(body, media_type="application/json")
 
     return router
 
