@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -112,14 +113,34 @@ class Tokenstile:
                 logger.debug("purged %d expired entries", removed)
 
 
+def _freeze_startup_heap() -> None:
+    """Take what startup left alive out of the garbage collector's sight.
+
+    Startup leaves some 100,000 long-lived objects (modules, routes, models, metadata).
+    Every full collection walks them all, a pause of tens of milliseconds that set the
+    p99 of every route; frozen, they are never scanned again (they are never garbage),
+    and collections look only at what requests create. The service does this for its
+    own process; an app that embeds tokenstile decides for its own heap.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The standalone tokenstile service."""
     auth = Tokenstile(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with auth.lifespan(app):
+            _freeze_startup_heap()
+            yield
+
     app = FastAPI(
         title="tokenstile",
         summary="Refresh-token authentication: rotating refresh tokens, instant logout.",
         version="0.1.0",
-        lifespan=auth.lifespan,
+        lifespan=lifespan,
     )
     auth._mount(app)
     # The service bounds every request, whichever route it is for.
