@@ -11,8 +11,12 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
 
+from tokenstile import __version__
 from tokenstile.core.keys import RELOAD_INTERVAL
+from tokenstile.core.store import SessionRecord, UserRecord
 from tokenstile.errors import TokenstileError
 from tokenstile.keyfiles import rotate_keys
 from tokenstile.runtime import Runtime, key_ring, open_runtime, uses_embedded_database
@@ -32,6 +36,26 @@ db_app = typer.Typer(help="Manage the SQL database schema.", no_args_is_help=Tru
 keys_app = typer.Typer(
     help="Manage the signing keys of RS256, ES256 and EdDSA.", no_args_is_help=True
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tokenstile {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Refresh-token authentication service."""
+
+
 app.add_typer(user_app, name="user")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(db_app, name="db")
@@ -117,20 +141,67 @@ def serve(
     )
 
 
-@user_app.command("add")
-def user_add(
-    name: str,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
-) -> None:
-    """Create a user (the password is prompted for unless --password-stdin)."""
+def _read_password(password_stdin: bool) -> str:
+    """The new password: one line of standard input, or typed twice at a terminal."""
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise _fail("no terminal to prompt for the password; pipe it in with --password-stdin")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+
+
+@user_app.command("add")
+def user_add(name: str, password_stdin: PasswordStdin = False) -> None:
+    """Create a user (the password is prompted for unless --password-stdin)."""
+    password = _read_password(password_stdin)
     user = _run(lambda runtime: runtime.accounts.create_user(name, password))
     typer.echo(f"created user {user.username} ({user.id})")
+
+
+@user_app.command("passwd")
+def user_passwd(name: str, password_stdin: PasswordStdin = False) -> None:
+    """Set a user's password and end all of their sessions."""
+    password = _read_password(password_stdin)
+
+    async def passwd(runtime: Runtime) -> int:
+        # The new password bumps the credential version before the sessions end
+        # (invariant 11), so no login in flight with the old one keeps a session.
+        user = await runtime.accounts.set_password(name, password)
+        return await runtime.sessions.end_all(user.id, reason="password_changed")
+
+    ended = _run(passwd)
+    typer.echo(f"changed the password of {name}; ended {ended} session(s)")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List every user."""
+    users = _run(lambda runtime: runtime.accounts.list_users())
+    table = Table("username", "id", "created", "status", box=None)
+    for user in users:
+        table.add_row(user.username, user.id, _time(user.created_at), _status(user))
+    _print(table)
+
+
+def _print(table: Table) -> None:
+    # Piped output keeps each row on one line, for grep and cut.
+    Console(width=None if sys.stdout.isatty() else 1000).print(table)
+
+
+def _status(user: UserRecord) -> str:
+    if user.disabled_at is not None:
+        return f"disabled {_time(user.disabled_at)}"
+    return "active"
+
+
+def _time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @user_app.command("disable")
@@ -145,19 +216,63 @@ def user_disable(name: str) -> None:
     typer.echo(f"disabled {name}; ended {ended} session(s)")
 
 
+@user_app.command("enable")
+def user_enable(name: str) -> None:
+    """Let a disabled user log in again (their ended sessions stay ended)."""
+    _run(lambda runtime: runtime.accounts.enable(name))
+    typer.echo(f"enabled {name}")
+
+
+@sessions_app.command("list")
+def sessions_list(
+    user: Annotated[str, typer.Option("--user", help="Whose sessions to list.")],
+) -> None:
+    """List the live sessions of a user."""
+
+    async def sessions(runtime: Runtime) -> list[SessionRecord]:
+        account = await runtime.accounts.find(user)
+        return await runtime.sessions.list_sessions(account.id)
+
+    table = Table("session", "created", "last used", "expires", "ip", "user agent", box=None)
+    for session in _run(sessions):
+        table.add_row(
+            session.sid,
+            _time(session.created_at),
+            _time(session.last_used_at),
+            _time(session.expires_at),
+            session.ip or "",
+            session.user_agent or "",
+        )
+    _print(table)
+
+
 @sessions_app.command("revoke")
 def sessions_revoke(
-    user: Annotated[str, typer.Option("--user", help="Whose sessions to end.")],
+    user: Annotated[
+        str | None, typer.Option("--user", help="End every session of this user.")
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="End this one session (its id).")
+    ] = None,
 ) -> None:
-    """End every session of a user."""
+    """End every session of a user (--user NAME) or one session (--session ID)."""
+    if user is not None and session is None:
+        name = user
+        ended = _run(lambda runtime: _end_all_sessions(runtime, name))
+        typer.echo(f"ended {ended} session(s) of {name}")
+    elif session is not None and user is None:
+        sid = session
+        if not _run(lambda runtime: runtime.sessions.end(sid, reason="admin")):
+            raise _fail(f"no live session {sid!r}")
+        typer.echo(f"ended session {sid}")
+    else:
+        raise _fail("give exactly one of --user NAME and --session ID")
 
-    async def revoke(runtime: Runtime) -> int:
-        account = await runtime.accounts.find(user)
-        await runtime.accounts.invalidate_credentials(account.id)  # before: invariant 11
-        return await runtime.sessions.end_all(account.id, reason="admin")
 
-    ended = _run(revoke)
-    typer.echo(f"ended {ended} session(s) of {user}")
+async def _end_all_sessions(runtime: Runtime, username: str) -> int:
+    account = await runtime.accounts.find(username)
+    await runtime.accounts.invalidate_credentials(account.id)  # before: invariant 11
+    return await runtime.sessions.end_all(account.id, reason="admin")
 
 
 @app.command()
@@ -229,4 +344,23 @@ def _key_retention(settings: Settings) -> float:
 
 
 def main() -> None:
-    app()
+    """The console script: a usage error is one line, like every other error."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's errors, as Typer ships them
+        context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and context is not None:
+            typer.echo(context.get_help())  # `tokenstile` or a group alone: its help
+        else:
+            see = f"; see {context.command_path} --help" if context is not None else ""
+            typer.echo(f"error: {_message(exc).rstrip('.')}{see}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _message(exc: Exception) -> str:
+    format_message = getattr(exc, "format_message", None)
+    return str(format_message() if callable(format_message) else exc)

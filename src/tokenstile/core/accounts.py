@@ -163,6 +163,21 @@ class AccountService:
         )
         return user
 
+    async def set_password(self, username: str, new: str) -> UserRecord:
+        """An administrator's reset: replace the password of ``username`` without the
+        current one; end the user's sessions next (invariant 11). ``WeakPassword`` if the
+        new one breaks the policy."""
+        user = await self.find(username)
+        check_password_policy(new, user.username)
+        await self._users.set_password_hash(
+            user.id, await self._hasher.hash(new), now=self._clock()
+        )
+        return user
+
+    async def list_users(self) -> list[UserRecord]:
+        """Every account, by username."""
+        return await self._users.list_users()
+
     async def get(self, user_id: str) -> UserRecord:
         user = await self._users.get_user(user_id)
         if user is None:

@@ -146,6 +146,10 @@ class UserStore(Protocol):
 
     async def get_user_by_name(self, username: str) -> UserRecord | None: ...
 
+    async def list_users(self) -> list[UserRecord]:
+        """Every account, by username."""
+        ...
+
     async def set_password_hash(self, user_id: str, password_hash: str, *, now: float) -> None:
         """Replace the password and bump the credential version, in one statement."""
         ...

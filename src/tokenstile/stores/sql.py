@@ -164,6 +164,11 @@ class SqlUserStore:
     async def get_user_by_name(self, username: str) -> UserRecord | None:
         return await self._one(select(users).where(users.c.username == username))
 
+    async def list_users(self) -> list[UserRecord]:
+        async with self._connections.read() as connection:
+            rows = (await connection.execute(select(users).order_by(users.c.username))).mappings()
+            return [_user_from_row(row) for row in rows]
+
     async def set_password_hash(self, user_id: str, password_hash: str, *, now: float) -> None:
         await self._update(
             users.c.id == user_id,
