@@ -1,4 +1,5 @@
-"""Real services for the test suite: Redis, PostgreSQL and a private redis-server.
+"""Real services for the test suite: Redis, PostgreSQL, a private redis-server and a
+private three-master Redis Cluster.
 
 Tests that need a service the machine lacks are skipped with the reason, unless
 ``TOKENSTILE_TEST_REQUIRE_SERVICES=1`` (CI), where a missing service fails them.
@@ -18,7 +19,7 @@ import asyncpg
 import pytest
 import redis
 
-from tests.redis_server import PrivateRedis
+from tests.redis_server import PrivateRedis, PrivateRedisCluster
 
 T = TypeVar("T")
 
@@ -128,3 +129,48 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+def _started_cluster() -> PrivateRedisCluster:
+    try:
+        cluster = PrivateRedisCluster()
+    except FileNotFoundError as exc:
+        service_missing(str(exc))
+    cluster.start()
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[PrivateRedisCluster]:
+    """A running three-master Redis Cluster shared by the session; tests must not stop
+    its nodes (use ``private_redis_cluster``) and keep to ``redis_cluster_prefix``."""
+    cluster = _started_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def redis_cluster_prefix(redis_cluster: PrivateRedisCluster) -> Iterator[str]:
+    """A key prefix of this test's own on the shared cluster; its keys are deleted
+    afterwards, on every master."""
+    prefix = f"tstest:{secrets.token_hex(6)}:"
+    yield prefix
+    client = redis.RedisCluster.from_url(redis_cluster.url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)  # split by slot by the cluster client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def private_redis_cluster() -> Iterator[PrivateRedisCluster]:
+    """A running Redis Cluster of this test's own, whose nodes it may stop and freeze."""
+    cluster = _started_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokenstile.core.keys import SUPPORTED_ALGORITHMS
@@ -25,8 +25,14 @@ _DATABASE_DRIVERS = {
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: a validation error must never print REDIS_URL's password
+    # (or any other secret) back into a log.
     model_config = SettingsConfigDict(
-        env_prefix="TOKENSTILE_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="TOKENSTILE_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     secret_key: SecretStr | None = None
@@ -43,6 +49,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".tokenstile")
     database_url: str | None = None
     redis_url: SecretStr | None = None
+    redis_cluster: bool = False
     redis_prefix: str = "ts:"
     store_timeout: float = Field(2.0, gt=0)
     allow_registration: bool = True
@@ -128,6 +135,20 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith(_REDIS_SCHEMES):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _redis_cluster_url(self) -> Settings:
+        # The messages name the problem, never the URL: it may carry a password.
+        if not self.redis_cluster or self.redis_url is None:
+            return self
+        parts = urlsplit(self.redis_url.get_secret_value())
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError("REDIS_CLUSTER needs a redis:// or rediss:// REDIS_URL of one node")
+        databases = {parts.path.strip("/") or "0"}
+        databases.update(parse_qs(parts.query).get("db", []))
+        if databases != {"0"}:
+            raise ValueError("a Redis Cluster has only database 0; drop the number from REDIS_URL")
+        return self
 
     @field_validator("database_url")
     @classmethod

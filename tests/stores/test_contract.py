@@ -19,6 +19,7 @@ import redis.asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.redis_server import PrivateRedisCluster
 from tests.stores.session_records import (
     GRACE,
     REFRESH_TTL,
@@ -33,12 +34,30 @@ from tokenstile.core.store import (
     SessionStore,
     UserRecord,
 )
+from tokenstile.stores.redis import RedisSessionStore
 
 
 class StoreSpec(NamedTuple):
     kind: str
     url: str
     redis_prefix: str = ""
+
+    @property
+    def on_redis(self) -> bool:
+        """Whether the store is the Redis one (on one server or on a cluster)."""
+        return self.kind in ("redis", "redis-cluster")
+
+    def redis_store(self) -> RedisSessionStore:
+        """A new Redis store for this spec."""
+        return RedisSessionStore.from_url(
+            self.url, prefix=self.redis_prefix, cluster=self.kind == "redis-cluster"
+        )
+
+    def raw_redis(self) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+        """A plain client (bytes replies) to look behind the store."""
+        if self.kind == "redis-cluster":
+            return redis.asyncio.RedisCluster.from_url(self.url)
+        return redis.asyncio.Redis.from_url(self.url)
 
 
 @dataclass
@@ -56,6 +75,7 @@ class Backend:
         pytest.param("sqlite"),
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
     ]
 )
 def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
@@ -65,6 +85,9 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
         return StoreSpec(kind, f"sqlite+aiosqlite:///{tmp_path / 'tokenstile.db'}")
     if kind == "postgres":
         return StoreSpec(kind, request.getfixturevalue("postgres_database_url"))
+    if kind == "redis-cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+        return StoreSpec(kind, cluster.url, request.getfixturevalue("redis_cluster_prefix"))
     return StoreSpec(
         kind, request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
     )
@@ -72,11 +95,9 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
 
 @pytest.fixture
 async def backend(store_spec: StoreSpec) -> AsyncIterator[Backend]:
-    if store_spec.kind == "redis":
-        from tokenstile.stores.redis import RedisSessionStore
-
-        store = RedisSessionStore.from_url(store_spec.url, prefix=store_spec.redis_prefix)
-        raw = redis.asyncio.Redis.from_url(store_spec.url)
+    if store_spec.on_redis:
+        store = store_spec.redis_store()
+        raw = store_spec.raw_redis()
 
         async def redis_holds_state(sid: str) -> bool:
             return await raw.exists(f"{store_spec.redis_prefix}{{{sid}}}:session") > 0

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import pytest
-import redis.asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -40,10 +39,8 @@ async def counters(store_spec: StoreSpec) -> AsyncIterator[OpenCounter]:  # noqa
     async with AsyncExitStack() as stack:
 
         async def open_counter() -> RateCounter:
-            if store_spec.kind == "redis":
-                from tokenstile.stores.redis import RedisSessionStore
-
-                store = RedisSessionStore.from_url(store_spec.url, prefix=store_spec.redis_prefix)
+            if store_spec.on_redis:
+                store = store_spec.redis_store()
                 stack.push_async_callback(store.aclose)
                 return store.rate_counter()
             from tokenstile.stores.sql import SqlDatabase
@@ -192,8 +189,8 @@ async def test_a_log_does_not_outlive_its_window(
     assert await acquire(counter, old, now - 120)
     assert await acquire(counter, live, now)
 
-    if store_spec.kind == "redis":
-        raw = redis.asyncio.Redis.from_url(store_spec.url)
+    if store_spec.on_redis:
+        raw = store_spec.raw_redis()
         try:
             ttl_ms = await raw.pttl(f"{store_spec.redis_prefix}rate:{storage_key(live)}")
         finally:
@@ -248,7 +245,7 @@ async def test_keys_of_any_length_and_character_are_stored_and_kept_apart(
 
     assert first == [True] * len(keys)
     assert second == [False] * len(keys)
-    if store_spec.kind != "redis":
+    if not store_spec.on_redis:
         engine = create_async_engine(store_spec.url)
         try:
             async with engine.connect() as connection:

@@ -10,6 +10,10 @@ Layout (Cluster-safe: a script only ever touches the keys of one ``{sid}`` slot)
 
 Expiry is judged twice: by the caller's ``now`` (every read compares ``expires_at``) and by
 Redis itself (the key's TTL), which is what keeps the store from growing without bound.
+
+On a Redis Cluster (``from_url(..., cluster=True)``) scripts are called on their own, never
+in a pipeline (redis-py's cluster client refuses that); pipelines hold plain commands only,
+which the cluster client splits by node.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from math import floor
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -36,11 +41,15 @@ from redis.exceptions import (
 
 from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord
 from tokenstile.errors import StoreUnavailable
+from tokenstile.stores.redis_cluster import ClusterClient
 
 if TYPE_CHECKING:
     from tokenstile.stores.redis_rates import RedisRateCounter
 
 __all__ = ["RedisSessionStore"]
+
+RedisClient = Redis | RedisCluster
+"""A client the store runs on: one server, or a Redis Cluster."""
 
 # KEYS[1] session hash. ARGV: presented jti, new jti, now, floor(now), grace, the
 # expected owner ('' for any): a session of another owner is left alone as gone, and
@@ -162,12 +171,13 @@ class RedisSessionStore:
     be reached or refuses service.
     """
 
-    def __init__(self, client: Redis, *, prefix: str = "ts:") -> None:
-        """Use ``client`` (made with ``decode_responses=True``); the store closes it.
+    def __init__(self, client: RedisClient, *, prefix: str = "ts:") -> None:
+        """Use ``client`` (a :class:`Redis` or a :class:`RedisCluster`, made with
+        ``decode_responses=True``); the store closes it.
 
         Raises :class:`ValueError` if the client returns bytes.
         """
-        if not client.connection_pool.connection_kwargs.get("decode_responses"):
+        if not client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisSessionStore needs a client with decode_responses=True")
         self._client = client
         self._prefix = prefix
@@ -176,18 +186,33 @@ class RedisSessionStore:
         self._delete = client.register_script(_DELETE)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "ts:", timeout: float = 2.0) -> RedisSessionStore:
-        """A store on a new client for ``url`` (``redis://host:port/db``).
+    def from_url(
+        cls, url: str, *, prefix: str = "ts:", timeout: float = 2.0, cluster: bool = False
+    ) -> RedisSessionStore:
+        """A store on a new client for ``url`` (``redis://host:port/db``); with
+        ``cluster``, on a Redis Cluster client that discovers every node from the one
+        ``url`` names (``redis://`` or ``rediss://``, database 0).
 
         Connecting and every command give up after ``timeout`` seconds, without retries,
         so an outage surfaces as :class:`StoreUnavailable` promptly instead of stalling.
+        The cluster client still follows MOVED and ASK redirections.
         """
-        client = Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+        # No retries: the cluster client's default retries a failed command three times
+        # with backoff and a topology refresh, several timeouts before the caller hears.
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if not cluster:
+            return cls(Redis.from_url(url, **options), prefix=prefix)
+        # The cluster client refuses a command outright (MaxConnectionsError) when a
+        # node's pool is full, rather than wait: size it for the service's own limit
+        # on concurrent requests (MAX_CONNECTIONS, 1000 by default). A MOVED patches its
+        # slot and never closes every connection (see stores.redis_cluster).
+        client = ClusterClient.from_url(
+            url, deadline=timeout, max_connections=1000, reinitialize_steps=0, **options
         )
         return cls(client, prefix=prefix)
 
@@ -202,19 +227,18 @@ class RedisSessionStore:
         fields = [item for pair in _encode(session).items() for item in pair]
         user_key = self._user_key(session.user_id)
         with _store_errors():
+            # Index first: a failure in between leaves a stale member (harmless), never
+            # a session that logout-all cannot find. The index lives in another slot, and
+            # a cluster client cannot pipeline a script, hence two round trips.
             async with self._client.pipeline(transaction=False) as pipe:
-                # Index first: a crash in between leaves a stale member (harmless), never
-                # a session that logout-all cannot find.
                 pipe.sadd(user_key, session.sid)
                 # GT alone would never set an expiry on a set that has none yet.
                 pipe.expireat(user_key, session.max_expires_at, nx=True)
                 pipe.expireat(user_key, session.max_expires_at, gt=True)
-                await self._create(
-                    keys=[self._session_key(session.sid)],
-                    args=[session.expires_at, *fields],
-                    client=pipe,
-                )
                 await pipe.execute()
+            await self._create(
+                keys=[self._session_key(session.sid)], args=[session.expires_at, *fields]
+            )
 
     async def rotate(
         self,
@@ -350,9 +374,20 @@ class RedisSessionStore:
         return RedisRateCounter(self._client, prefix=self._prefix)
 
     async def ping(self) -> None:
-        """Raise :class:`StoreUnavailable` unless Redis answers."""
+        """Raise :class:`StoreUnavailable` unless Redis answers; on a cluster, unless every
+        master answers and reports ``cluster_state:ok``."""
         with _store_errors():
-            await self._client.ping()
+            if not isinstance(self._client, RedisCluster):
+                await self._client.ping()
+                return
+            # A master that is down keeps its slots, so the client still lists it here.
+            replies: dict[str, Any] = await self._client.cluster_info(
+                target_nodes=RedisCluster.PRIMARIES
+            )
+        # One reply per master ({node: info}), or the info itself when there is one master.
+        infos = [replies] if "cluster_state" in replies else list(replies.values())
+        if any(info.get("cluster_state") != "ok" for info in infos):
+            raise StoreUnavailable
 
     async def aclose(self) -> None:
         """Close the client and its connections."""

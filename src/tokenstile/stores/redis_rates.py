@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 
-from redis.asyncio import Redis
-
 from tokenstile.core.ratelimit import storage_key
-from tokenstile.stores.redis import _store_errors
+from tokenstile.stores.redis import RedisClient, _store_errors
 
 __all__ = ["RedisRateCounter"]
 
 # KEYS[1] the log: a sorted set of event ids scored by their time. ARGV: now, the
 # window's exclusive lower bound (now - period, formatted by Python so no precision is
-# lost in Lua), limit, event id, period in ms. One key, so it runs on Redis Cluster.
+# lost in Lua), limit, event id, period in ms. One key, so it runs on Redis Cluster
+# (in that key's slot).
 _ACQUIRE = """
 local key, limit = KEYS[1], tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
@@ -31,7 +30,7 @@ class RedisRateCounter:
     """Sliding logs ``{prefix}rate:<storage key>``, each expiring a period after its
     newest event."""
 
-    def __init__(self, client: Redis, *, prefix: str = "ts:") -> None:
+    def __init__(self, client: RedisClient, *, prefix: str = "ts:") -> None:
         self._client = client
         self._prefix = prefix
         self._acquire = client.register_script(_ACQUIRE)
