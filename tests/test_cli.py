@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import stat
 import subprocess
@@ -18,10 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 
+import tokenstile.stores
 from tests.accounts import PASSWORD, bearer, new_username
+from tests.conftest import run_async
+from tests.redis_server import PrivateRedisCluster
 from tests.servers import ServiceProcess, free_port
 
 TOKENSTILE = Path(sys.executable).parent / "tokenstile"
@@ -306,6 +312,29 @@ def test_check_passes_with_a_reachable_redis(cli: Cli, redis_url: str) -> None:
     assert "redis" in result.stdout
 
 
+def test_check_passes_on_a_redis_cluster_and_says_so(
+    cli: Cli, redis_cluster: PrivateRedisCluster
+) -> None:
+    result = cli("check", TOKENSTILE_REDIS_URL=redis_cluster.url, TOKENSTILE_REDIS_CLUSTER="true")
+    assert_ok(result)
+    assert f"sessions: redis cluster via 127.0.0.1:{redis_cluster.ports[0]}" in result.stdout
+
+
+def test_check_fails_with_one_line_while_a_redis_cluster_master_is_down(
+    cli: Cli, private_redis_cluster: PrivateRedisCluster
+) -> None:
+    settings = {
+        "TOKENSTILE_REDIS_URL": private_redis_cluster.url,
+        "TOKENSTILE_REDIS_CLUSTER": "true",
+        "TOKENSTILE_STORE_TIMEOUT": "0.5",
+    }
+    assert_ok(cli("check", **settings))
+    private_redis_cluster.stop_node(2)
+    assert_one_line_error(cli("check", **settings), "unavailable")
+    private_redis_cluster.start_node(2)
+    assert_ok(cli("check", **settings))
+
+
 def test_check_fails_with_one_line_when_redis_is_unreachable(cli: Cli) -> None:
     started = time.monotonic()
     result = cli(
@@ -427,3 +456,55 @@ def test_serve_refuses_a_port_in_use_without_a_traceback(cli: Cli) -> None:
         result = cli("serve", "--port", str(port))
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, empty (no schema); dropped afterwards."""
+    database = f"tokenstile_upgrade_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(postgres_admin_url, timeout=5)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    run_async(lambda: admin(f'CREATE DATABASE "{database}"'))
+    try:
+        yield f"{postgres_admin_url.rsplit('/', 1)[0]}/{database}"
+    finally:
+        run_async(lambda: admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.mark.postgres
+def test_two_concurrent_db_upgrades_of_a_fresh_postgres_database_both_succeed_once(
+    cli: Cli, fresh_postgres_url: str
+) -> None:
+    env = cli.env({"TOKENSTILE_DATABASE_URL": fresh_postgres_url})
+    upgrades = [
+        subprocess.Popen(
+            [str(TOKENSTILE), "db", "upgrade"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cli.cwd,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    for upgrade in upgrades:
+        stdout, stderr = upgrade.communicate(timeout=60)
+        assert upgrade.returncode == 0, f"exit {upgrade.returncode}\n{stdout}\n{stderr}"
+        assert "up to date" in stdout, stdout
+
+    async def applied() -> list[str]:
+        connection = await asyncpg.connect(fresh_postgres_url, timeout=5)
+        try:
+            return [row[0] for row in await connection.fetch("SELECT * FROM alembic_version")]
+        finally:
+            await connection.close()
+
+    head = ScriptDirectory(str(Path(tokenstile.stores.__file__).parent / "migrations"))
+    assert run_async(applied) == [head.get_current_head()]

@@ -19,7 +19,7 @@ from tokenstile.core.keys import RELOAD_INTERVAL
 from tokenstile.core.store import SessionRecord, UserRecord
 from tokenstile.errors import TokenstileError
 from tokenstile.keyfiles import rotate_keys
-from tokenstile.runtime import Runtime, key_ring, open_runtime, uses_embedded_database
+from tokenstile.runtime import Runtime, key_ring, open_runtime
 from tokenstile.settings import Settings
 
 T = TypeVar("T")
@@ -93,8 +93,7 @@ def _run(action: Callable[[Runtime], Awaitable[T]]) -> T:
     async def main() -> T:
         runtime = open_runtime(_settings())
         try:
-            if uses_embedded_database(runtime.settings):
-                await runtime.database.upgrade()
+            await runtime.stores.start()
             return await action(runtime)
         finally:
             await runtime.aclose()
@@ -119,8 +118,7 @@ def serve(
 
     settings = _settings()
     _check_keys(settings)  # creates the dev secret once, before workers race for it
-    if uses_embedded_database(settings):
-        _run(lambda runtime: runtime.database.upgrade())
+    _run(lambda runtime: runtime.stores.start())  # migrates an embedded database once, too
     uvicorn.run(
         "tokenstile.api.app:create_app",
         factory=True,
@@ -287,15 +285,19 @@ def check() -> None:
     """Check the configuration and that the database and session store answer."""
     settings = _settings()
     _check_keys(settings)
-    _run(lambda runtime: runtime.ping())
-    store = "redis" if settings.redis_url else "sql"
-    typer.echo(f"ok: database reachable, {store} session store reachable")
+
+    async def ping(runtime: Runtime) -> str:
+        await runtime.stores.ping()
+        return runtime.stores.description
+
+    description = _run(ping)
+    typer.echo(f"ok: every store answers ({description})")
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations."""
-    _run(lambda runtime: runtime.database.upgrade())
+    _run(lambda runtime: runtime.stores.database.upgrade())
     typer.echo("database schema is up to date")
 
 

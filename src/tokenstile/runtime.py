@@ -6,19 +6,18 @@ from dataclasses import dataclass
 
 import argon2
 
+from tokenstile.backends import Stores, open_stores
 from tokenstile.core.accounts import AccountService
 from tokenstile.core.audit import AuditLog, AuditLogs, LoggingAuditLog
 from tokenstile.core.clock import Clock, system_clock
 from tokenstile.core.codec import TokenCodec
 from tokenstile.core.keys import KeyRing
 from tokenstile.core.passwords import PasswordHasher
-from tokenstile.core.ratelimit import RateCounter, RateLimiter, RatePolicy
+from tokenstile.core.ratelimit import RateLimiter, RatePolicy
 from tokenstile.core.sessions import SessionPolicy, SessionService
-from tokenstile.core.store import SessionStore
 from tokenstile.errors import ConfigurationError
 from tokenstile.keyfiles import KeySetFile, load_or_create_keys, load_or_create_secret
 from tokenstile.settings import Settings
-from tokenstile.stores.sql import SqlDatabase
 
 
 @dataclass
@@ -26,29 +25,18 @@ class Runtime:
     """Everything a request or a command needs, opened once per process."""
 
     settings: Settings
-    database: SqlDatabase
-    session_store: SessionStore
+    stores: Stores
     accounts: AccountService
     sessions: SessionService
     keys: KeyRing
     clock: Clock
 
     async def purge(self) -> int:
-        """Drop expired and revoked sessions and rate-limit events past their window (SQL;
-        Redis expires its own); how many went."""
-        removed = await self.sessions.purge()
-        return removed + await self.database.rate_limits.purge(now=self.clock())
-
-    async def ping(self) -> None:
-        """Raise ``StoreUnavailable`` unless the database and the session store answer."""
-        await self.database.ping()
-        if self.session_store is not self.database.sessions:
-            await self.session_store.ping()
+        """Drop expired state the stores do not expire by themselves; how many went."""
+        return await self.stores.purge(now=self.clock())
 
     async def aclose(self) -> None:
-        if self.session_store is not self.database.sessions:
-            await self.session_store.aclose()
-        await self.database.aclose()
+        await self.stores.aclose()
 
 
 def key_ring(settings: Settings, *, clock: Clock = system_clock) -> KeyRing:
@@ -80,32 +68,15 @@ def key_ring(settings: Settings, *, clock: Clock = system_clock) -> KeyRing:
         raise ConfigurationError(f"{keys.path}: {exc.detail}") from None
 
 
-def uses_embedded_database(settings: Settings) -> bool:
-    return settings.resolved_database_url.startswith("sqlite")
-
-
 def open_runtime(
     settings: Settings, *, clock: Clock = system_clock, audit: AuditLog | None = None
 ) -> Runtime:
-    """Wire the runtime; nothing connects until first use.
+    """Wire the runtime on the stores ``settings`` name; nothing connects until first use.
 
     Security events go to ``audit`` as well as to the ``tokenstile.audit`` logger.
     """
-    if uses_embedded_database(settings):
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    database = SqlDatabase.from_url(settings.resolved_database_url, timeout=settings.store_timeout)
-    session_store: SessionStore = database.sessions
-    rate_counter: RateCounter = database.rate_limits
-    if settings.redis_url is not None:
-        from tokenstile.stores.redis import RedisSessionStore
-
-        redis_store = RedisSessionStore.from_url(
-            settings.redis_url.get_secret_value(),
-            prefix=settings.redis_prefix,
-            timeout=settings.store_timeout,
-        )
-        session_store, rate_counter = redis_store, redis_store.rate_counter()
-    limiter = RateLimiter(rate_counter, clock=clock, enabled=settings.rate_limit_enabled)
+    stores = open_stores(settings)
+    limiter = RateLimiter(stores.rates, clock=clock, enabled=settings.rate_limit_enabled)
     rates = RatePolicy.parse(
         login=settings.login_rate_limit,
         register=settings.register_rate_limit,
@@ -130,10 +101,9 @@ def open_runtime(
     return Runtime(
         settings=settings,
         keys=keys,
-        database=database,
-        session_store=session_store,
+        stores=stores,
         accounts=AccountService(
-            database.users,
+            stores.database.users,
             PasswordHasher(
                 argon2.PasswordHasher(
                     time_cost=settings.argon2_time_cost,
@@ -147,7 +117,7 @@ def open_runtime(
             rates=rates,
         ),
         sessions=SessionService(
-            session_store,
+            stores.sessions,
             codec,
             policy,
             clock=clock,

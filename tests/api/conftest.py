@@ -1,4 +1,5 @@
-"""Live servers over every store mode: SQLite, PostgreSQL, and Redis (users in SQLite)."""
+"""Live servers over every store mode: SQLite, PostgreSQL, Redis and a Redis Cluster (users
+in SQLite with either Redis)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from tokenstile.settings import Settings
 from tokenstile.stores.sql import SqlDatabase
 
 STORE_MODES = ["sqlite", "postgres", "redis"]
+"""What every API test runs on."""
+WITH_CLUSTER = [*STORE_MODES, "redis-cluster"]
+"""What the SPEC §1 invariant tests and the multi-process tests run on (each such module
+overrides ``store_mode``). The other API tests check behaviour above the store, which a
+Redis Cluster does not change, so they keep to one Redis."""
+REDIS_MODES = ("redis", "redis-cluster")
 
 # Cheap hashing keeps the suite fast; production defaults are tested in core.
 FAST_HASHING = {"argon2_time_cost": "1", "argon2_memory_kib": "8192", "argon2_parallelism": "1"}
@@ -57,6 +64,10 @@ def store_settings(
     elif store_mode == "redis":
         settings["redis_url"] = request.getfixturevalue("redis_url")
         settings["redis_prefix"] = request.getfixturevalue("redis_prefix")
+    elif store_mode == "redis-cluster":
+        settings["redis_url"] = request.getfixturevalue("redis_cluster").url
+        settings["redis_cluster"] = "true"
+        settings["redis_prefix"] = request.getfixturevalue("redis_cluster_prefix")
     return settings
 
 

@@ -17,8 +17,14 @@ import pytest
 import redis
 
 from tests.accounts import bearer, refresh, signed_in
+from tests.api.conftest import REDIS_MODES, WITH_CLUSTER
 from tests.conftest import run_async
 from tests.servers import LiveServer
+
+
+@pytest.fixture(params=WITH_CLUSTER)
+def store_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def test_invariant_1_rotation(serve: Callable[..., LiveServer]) -> None:
@@ -176,8 +182,13 @@ def test_invariant_6_revocation_state_expires_by_itself(
 
     server.client.post("/auth/logout", headers=bearer(ended["access_token"]))
 
-    if store_mode == "redis":
-        client = redis.Redis.from_url(store_settings["redis_url"])
+    if store_mode in REDIS_MODES:
+        url = store_settings["redis_url"]
+        client: redis.Redis | redis.RedisCluster = (
+            redis.RedisCluster.from_url(url)
+            if store_mode == "redis-cluster"
+            else redis.Redis.from_url(url)
+        )
         prefix = store_settings["redis_prefix"]
         assert client.exists(f"{prefix}{{{ended_sid}}}:session") == 0
         ttl = client.ttl(f"{prefix}{{{live_sid}}}:session")

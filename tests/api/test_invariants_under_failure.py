@@ -18,13 +18,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.accounts import PASSWORD, bearer, login, refresh, register, signed_in
-from tests.api.conftest import FAST_HASHING, make_settings
+from tests.api.conftest import FAST_HASHING, REDIS_MODES, WITH_CLUSTER, make_settings
 from tests.outages import stall_postgres, stall_redis, stall_sqlite
-from tests.redis_server import PrivateRedis
+from tests.redis_server import PrivateRedis, PrivateRedisCluster
 from tests.servers import LiveServer
 from tokenstile.api import create_app
 
 STALL_SECONDS = 3.0
+
+
+@pytest.fixture(params=WITH_CLUSTER)
+def store_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -36,9 +41,16 @@ def stallable(
 ) -> Iterator[tuple[LiveServer, Callable[[], None]]]:
     """A server with a short store timeout, and a function that stalls its store."""
     settings: dict[str, Any] = {"store_timeout": 0.5}
+    # Redis pauses its clients; one of this test's own, so no other test is paused.
+    redis_nodes: list[str] = []
     if store_mode == "redis":
         private: PrivateRedis = request.getfixturevalue("private_redis")
         settings["redis_url"] = private.url
+        redis_nodes.append(private.url)
+    elif store_mode == "redis-cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("private_redis_cluster")
+        settings["redis_url"] = cluster.url
+        redis_nodes.extend(f"redis://127.0.0.1:{port}" for port in cluster.ports)
     server = serve(**settings)
     waiters: list[Callable[[], object]] = []
 
@@ -49,7 +61,8 @@ def stallable(
         elif store_mode == "postgres":
             waiters.append(stall_postgres(store_settings["database_url"], STALL_SECONDS).join)
         else:
-            stall_redis(settings["redis_url"], STALL_SECONDS)
+            for node in redis_nodes:
+                stall_redis(node, STALL_SECONDS)
             waiters.append(lambda: time.sleep(STALL_SECONDS))
 
     yield server, stall
@@ -139,7 +152,7 @@ def test_invariant_8_fail_closed(
         assert ready.status_code == 200
     else:
         assert (me.status_code, me.json()["error"]) == (503, "store_unavailable")
-    if store_mode == "redis":
+    if store_mode in REDIS_MODES:
         assert ready.status_code == 503
     time.sleep(STALL_SECONDS)
     assert server.client.get("/readyz").status_code == 200

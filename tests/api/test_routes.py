@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import jwt
+import pytest
 
 from tests.accounts import PASSWORD, bearer, login, new_username, refresh, register, signed_in
 from tests.servers import LiveServer
@@ -231,6 +233,22 @@ def test_logout_without_any_token_is_401(server: LiveServer) -> None:
 def test_health_and_readiness(server: LiveServer) -> None:
     assert server.client.get("/healthz").json() == {"status": "ok"}
     assert server.client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_the_service_logs_where_its_stores_are_when_it_starts(
+    serve: Callable[..., LiveServer], store_mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="tokenstile"):
+        serve()
+
+    [started] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stores: ")]
+    expected = {
+        "sqlite": "stores: users and sessions: sqlite ",
+        "postgres": "stores: users and sessions: postgresql ",
+        "redis": "stores: users: sqlite ",
+    }
+    assert started.startswith(expected[store_mode]), started
+    assert ("; sessions: redis 127.0.0.1:" in started) == (store_mode == "redis"), started
 
 
 KNOWN_CODES = {

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from redis.crc import key_slot
 
 from tests.accounts import PASSWORD, bearer, new_username
-from tests.api.conftest import FAST_HASHING
-from tests.redis_server import PrivateRedis
+from tests.api.conftest import FAST_HASHING, WITH_CLUSTER
+from tests.redis_server import PrivateRedis, PrivateRedisCluster
 from tests.servers import ServiceProcess
 
 if not sys.platform.startswith("linux"):
@@ -34,6 +36,7 @@ if not sys.platform.startswith("linux"):
 
 WORKERS = 2
 PARALLEL_REFRESHES = 24
+RACING_REFRESHES_WITHOUT_GRACE = 20
 FRESH_CONNECTION_REQUESTS = 30
 
 # One TLS context for every client: building httpx's default one costs ~40 ms each.
@@ -122,6 +125,11 @@ class Service:
 StartService = Callable[..., Service]
 
 
+@pytest.fixture(params=WITH_CLUSTER)
+def store_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[StartService]:
     """Start `tokenstile serve --workers 2` with the given settings; stopped afterwards."""
@@ -189,6 +197,27 @@ def assert_refused_everywhere(service: Service, method: str, path: str, **kwargs
     assert outcomes == [(401, "token_revoked")] * FRESH_CONNECTION_REQUESTS
 
 
+def race_refreshes(service: Service, refresh_token: str, racers: int) -> list[httpx.Response]:
+    """``racers`` refreshes of one token released at once, half of them over connections
+    each worker accepted, so the worker processes race each other."""
+    pinned = [service.pinned_client(service.workers[i % WORKERS]) for i in range(racers)]
+    barrier = threading.Barrier(racers)
+
+    def race(client: httpx.Client, port: int) -> httpx.Response:
+        barrier.wait(timeout=15)
+        response = client.post("/auth/refresh", json={"refresh_token": refresh_token})
+        assert client_port(response) == port, "the pinned connection was dropped before the race"
+        return response
+
+    try:
+        with ThreadPoolExecutor(max_workers=racers) as pool:
+            futures = [pool.submit(race, client, port) for client, port in pinned]
+            return [future.result() for future in futures]
+    finally:
+        for client, _ in pinned:
+            client.close()
+
+
 def test_invariant_2_concurrent_refreshes_on_a_multi_worker_server_yield_one_child(
     start_service: StartService, store_settings: dict[str, str]
 ) -> None:
@@ -196,25 +225,7 @@ def test_invariant_2_concurrent_refreshes_on_a_multi_worker_server_yield_one_chi
     _, [pair] = register_and_login(service)
     parent = pair["refresh_token"]
 
-    # Half the racers hold a connection to each worker, so both workers race each other.
-    pinned = [
-        service.pinned_client(service.workers[i % WORKERS]) for i in range(PARALLEL_REFRESHES)
-    ]
-    barrier = threading.Barrier(PARALLEL_REFRESHES)
-
-    def race(client: httpx.Client, port: int) -> httpx.Response:
-        barrier.wait(timeout=15)
-        response = client.post("/auth/refresh", json={"refresh_token": parent})
-        assert client_port(response) == port, "the pinned connection was dropped before the race"
-        return response
-
-    try:
-        with ThreadPoolExecutor(max_workers=PARALLEL_REFRESHES) as pool:
-            futures = [pool.submit(race, client, port) for client, port in pinned]
-            responses = [future.result() for future in futures]
-    finally:
-        for client, _ in pinned:
-            client.close()
+    responses = race_refreshes(service, parent, PARALLEL_REFRESHES)
 
     assert [r.status_code for r in responses] == [200] * PARALLEL_REFRESHES, [
         r.text for r in responses if r.status_code != 200
@@ -304,6 +315,35 @@ def test_invariant_5_logout_is_immediate_on_every_worker(
         json={"refresh_token": stranger["refresh_token"]},
     )
     assert renewed.status_code == 200, renewed.text
+
+
+def test_invariant_2_without_grace_one_of_20_racing_refreshes_over_two_processes_wins(
+    start_service: StartService, store_settings: dict[str, str]
+) -> None:
+    # REFRESH_GRACE=0: a second presentation of a rotated-out token is reuse, even a
+    # simultaneous one, so exactly one racer may rotate and its success ends the session.
+    service = start_service({**store_settings, "refresh_grace": "0"})
+    _, [pair] = register_and_login(service)
+
+    responses = race_refreshes(service, pair["refresh_token"], RACING_REFRESHES_WITHOUT_GRACE)
+
+    winners = [r.json() for r in responses if r.status_code == 200]
+    refused = [error_of(r) for r in responses if r.status_code != 200]
+    assert len(winners) == 1, refused
+    # The first loser finds another token current: theft, and it ends the session; the
+    # others find it ended (or, on SQL, also see reuse first).
+    assert (401, "token_reused") in refused
+    assert set(refused) <= {(401, "token_reused"), (401, "token_revoked")}, refused
+    (child,) = winners
+    for tokens in (pair, child):
+        for response in service.on_every_worker(
+            "GET", "/users/me", headers=bearer(tokens["access_token"])
+        ):
+            assert_error(response, 401, "token_revoked")
+        for response in service.on_every_worker(
+            "POST", "/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        ):
+            assert response.status_code == 401, response.text
 
 
 def test_sessions_survive_a_restart_on_sqlite(start_service: StartService, tmp_path: Path) -> None:
@@ -416,3 +456,83 @@ def test_invariant_8_fail_closed_then_recovers_with_redis(
             "GET", "/users/me", headers=bearer(login.json()["access_token"])
         ):
             assert response.status_code == 200, response.text
+
+
+def _node_holding_session(cluster: PrivateRedisCluster, access_token: str) -> int:
+    """The index of the master that holds the session record of ``access_token``."""
+    sid = jwt.decode(access_token, options={"verify_signature": False})["sid"]
+    slot = str(key_slot(sid.encode()))  # the store's keys carry the hash tag {sid}
+    for index in range(len(cluster.ports)):
+        if cluster.cli(index, "CLUSTER", "COUNTKEYSINSLOT", slot).strip() != "0":
+            return index
+    raise AssertionError(f"no master holds slot {slot}")
+
+
+def _cluster_reports_failure(cluster: PrivateRedisCluster, index: int) -> bool:
+    return "cluster_state:fail" in cluster.cli(index, "CLUSTER", "INFO")
+
+
+@pytest.mark.redis
+def test_invariant_8_fail_closed_then_recovers_when_a_redis_cluster_master_stops(
+    start_service: StartService, private_redis_cluster: PrivateRedisCluster, tmp_path: Path
+) -> None:
+    cluster = private_redis_cluster
+    settings = {
+        "data_dir": str(tmp_path / "data"),  # users stay in SQLite here
+        "secret_key": "s" * 48,
+        "rate_limit_enabled": "false",
+        "redis_url": cluster.url,
+        "redis_cluster": "true",
+        "store_timeout": "0.5",
+        **FAST_HASHING,
+    }
+    service = start_service(settings)
+    username, [pair] = register_and_login(service)
+    credentials = {"username": username, "password": PASSWORD}
+    old = bearer(pair["access_token"])
+    for response in service.on_every_worker("GET", "/users/me", headers=old):
+        assert response.status_code == 200, response.text
+    stopped = _node_holding_session(cluster, pair["access_token"])
+    survivor = (stopped + 1) % len(cluster.ports)
+
+    def assert_unavailable_on_every_worker() -> None:
+        for worker in service.workers:
+            started = time.monotonic()
+            me = service.request(worker, "GET", "/users/me", headers=old)
+            assert_error(me, 503, "store_unavailable")
+            refreshed = service.request(
+                worker, "POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+            )
+            assert_error(refreshed, 503, "store_unavailable")
+            assert_error(service.request(worker, "GET", "/readyz"), 503, "store_unavailable")
+            assert service.request(worker, "GET", "/healthz").status_code == 200
+            assert time.monotonic() - started < 5, "an outage must be answered promptly"
+
+    cluster.stop_node(stopped)
+    # First the master holding the session refuses connections; once the other masters
+    # notice, the whole cluster answers CLUSTERDOWN. Both must be a 503, never a 500.
+    assert_unavailable_on_every_worker()
+    assert poll(lambda: _cluster_reports_failure(cluster, survivor), timeout=10)
+    assert_unavailable_on_every_worker()
+    for worker in service.workers:
+        login = service.request(worker, "POST", "/auth/login", json=credentials)
+        assert_error(login, 503, "store_unavailable")
+
+    cluster.start_node(stopped)  # with its data: the session is still there
+    for worker in service.workers:
+        ready = functools.partial(is_ready, service, worker)
+        assert poll(ready, timeout=10), f"worker {worker} never became ready again"
+    for response in service.on_every_worker("GET", "/users/me", headers=old):
+        assert response.status_code == 200, response.text
+    # The refreshes that failed changed nothing: the same token still rotates.
+    rotated = service.request(
+        service.workers[0], "POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+    )
+    assert rotated.status_code == 200, rotated.text
+    for response in service.on_every_worker(
+        "GET", "/users/me", headers=bearer(rotated.json()["access_token"])
+    ):
+        assert response.status_code == 200, response.text
+    for worker in service.workers:
+        login = service.request(worker, "POST", "/auth/login", json=credentials)
+        assert login.status_code == 200, login.text

@@ -20,7 +20,7 @@ from tokenstile.api.routes import auth_router, health_router
 from tokenstile.api.security import CurrentUser, OptionalUser
 from tokenstile.api.web import install_web
 from tokenstile.errors import TokenstileError
-from tokenstile.runtime import Runtime, open_runtime, uses_embedded_database
+from tokenstile.runtime import Runtime, open_runtime
 from tokenstile.settings import Settings
 
 logger = logging.getLogger("tokenstile")
@@ -88,8 +88,8 @@ class Tokenstile:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         runtime = open_runtime(self.settings, audit=self.metrics)
-        if uses_embedded_database(self.settings):
-            await runtime.database.upgrade()
+        await runtime.stores.start()
+        logger.info("stores: %s", runtime.stores.description)
         self._runtime = runtime
         purger = asyncio.create_task(self._purge_periodically(runtime))
         try:

@@ -161,7 +161,7 @@ def health_router(runtime: Callable[[], Runtime]) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> Health:
-        await runtime().ping()
+        await runtime().stores.ping()
         return Health(status="ready")
 
     return router

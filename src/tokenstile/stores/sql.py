@@ -44,6 +44,8 @@ from tokenstile.stores.sqlite_reader import SqliteLoopReader
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _SESSION_FIELDS = tuple(field.name for field in fields(SessionRecord))
 _BUMPED = users.c.credential_version + 1
+# The pg_advisory_xact_lock key that serializes schema upgrades ("tokensti", a bigint).
+_UPGRADE_LOCK = int.from_bytes(b"tokensti", "big")
 
 
 def _live(now: float) -> Any:
@@ -105,7 +107,13 @@ class SqlDatabase:
         return self._engine.url.render_as_string(hide_password=True)
 
     async def upgrade(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+        """Bring the schema to the newest migration (idempotent).
+
+        Safe to run from several processes at once (workers starting, deploy jobs): on
+        PostgreSQL each upgrade first takes a transaction-scoped advisory lock, so the
+        others wait and then find the schema already at head; SQLite's write lock
+        serializes them by itself.
+        """
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
 
@@ -115,6 +123,10 @@ class SqlDatabase:
 
         with store_errors():
             async with self._engine.begin() as connection:
+                if self._engine.dialect.name == "postgresql":
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK}
+                    )
                 await connection.run_sync(run)
 
     async def ping(self) -> None:
