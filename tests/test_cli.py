@@ -29,6 +29,7 @@ from tests.accounts import PASSWORD, bearer, new_username
 from tests.conftest import run_async
 from tests.redis_server import PrivateRedisCluster
 from tests.servers import ServiceProcess, free_port
+from tokenstile import __version__
 
 TOKENSTILE = Path(sys.executable).parent / "tokenstile"
 FAST_HASHING = {
@@ -508,3 +509,145 @@ def test_two_concurrent_db_upgrades_of_a_fresh_postgres_database_both_succeed_on
 
     head = ScriptDirectory(str(Path(tokenstile.stores.__file__).parent / "migrations"))
     assert run_async(applied) == [head.get_current_head()]
+
+
+# -- administration --------------------------------------------------------------------
+
+NEW_PASSWORD = "a different passphrase"
+
+
+def test_version_prints_the_package_version(cli: Cli) -> None:
+    result = cli("--version")
+    assert_ok(result)
+    assert result.stdout == f"tokenstile {__version__}\n"
+
+
+def test_user_list_shows_every_user_and_whether_they_are_disabled(cli: Cli) -> None:
+    names = sorted(new_username() for _ in range(3))
+    for name in names:
+        assert_ok(cli.add_user(name))
+    assert_ok(cli("user", "disable", names[1]))
+
+    result = cli("user", "list")
+    assert_ok(result)
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.strip()}
+    assert sorted(rows) == names
+    assert rows[names[0]].rstrip().endswith("active")
+    assert "disabled" in rows[names[1]]
+    assert rows[names[2]].rstrip().endswith("active")
+
+
+def test_user_enable_lets_a_disabled_user_log_in_again(cli: Cli, server: ServiceProcess) -> None:
+    name = new_username()
+    assert_ok(cli.add_user(name))
+    ended = logged_in(server.base_url, name)
+    assert_ok(cli("user", "disable", name))
+    assert login(server.base_url, name).status_code == 401
+
+    result = cli("user", "enable", name)
+    assert_ok(result)
+    assert result.stdout == f"enabled {name}\n"
+
+    assert_session_alive(server.base_url, logged_in(server.base_url, name))
+    assert_session_dead(server.base_url, ended)  # enabling revives no session
+
+
+def test_user_passwd_sets_the_password_and_ends_every_session(
+    cli: Cli, server: ServiceProcess
+) -> None:
+    name, other = new_username(), new_username()
+    assert_ok(cli.add_user(name))
+    assert_ok(cli.add_user(other))
+    sessions = [logged_in(server.base_url, name) for _ in range(2)]
+    bystander = logged_in(server.base_url, other)
+
+    result = cli("user", "passwd", name, "--password-stdin", stdin=f"{NEW_PASSWORD}\n")
+    assert_ok(result)
+    assert "2 session" in result.stdout, result.stdout
+
+    for pair in sessions:
+        assert_session_dead(server.base_url, pair)
+    assert login(server.base_url, name).status_code == 401  # the old password
+    assert login(server.base_url, name, NEW_PASSWORD).status_code == 200
+    assert_session_alive(server.base_url, bystander)
+
+
+def test_user_passwd_refuses_a_weak_password_and_keeps_the_old_one(
+    cli: Cli, server: ServiceProcess
+) -> None:
+    name = new_username()
+    assert_ok(cli.add_user(name))
+    result = cli("user", "passwd", name, "--password-stdin", stdin="short\n")
+    assert_one_line_error(result, "8 to 1024")
+    assert login(server.base_url, name, PASSWORD).status_code == 200
+
+
+def test_sessions_list_shows_the_users_live_sessions(cli: Cli, server: ServiceProcess) -> None:
+    name = new_username()
+    assert_ok(cli.add_user(name))
+    sessions = [logged_in(server.base_url, name) for _ in range(2)]
+    ids = {
+        entry["id"]
+        for entry in httpx.get(
+            f"{server.base_url}/auth/sessions",
+            headers=bearer(sessions[0]["access_token"]),
+            timeout=10,
+        ).json()
+    }
+    assert len(ids) == 2
+
+    result = cli("sessions", "list", "--user", name)
+    assert_ok(result)
+    header, *rows = [line for line in result.stdout.splitlines() if line.strip()]
+    assert header.split()[:2] == ["session", "created"]
+    assert {row.split()[0] for row in rows} == ids
+    assert all("127.0.0.1" in row for row in rows)
+
+
+def test_sessions_revoke_session_ends_only_that_session(cli: Cli, server: ServiceProcess) -> None:
+    name = new_username()
+    assert_ok(cli.add_user(name))
+    target, kept = (logged_in(server.base_url, name) for _ in range(2))
+    listed = httpx.get(
+        f"{server.base_url}/auth/sessions", headers=bearer(target["access_token"]), timeout=10
+    ).json()
+    (sid,) = [entry["id"] for entry in listed if entry["current"]]
+
+    result = cli("sessions", "revoke", "--session", sid)
+    assert_ok(result)
+    assert result.stdout == f"ended session {sid}\n"
+
+    assert_session_dead(server.base_url, target)
+    assert_session_alive(server.base_url, kept)
+    assert_one_line_error(cli("sessions", "revoke", "--session", sid), "no live session")
+
+
+@pytest.mark.parametrize(
+    "arguments", [(), ("--user", "someone", "--session", "some-id")], ids=["neither", "both"]
+)
+def test_sessions_revoke_needs_exactly_one_of_user_and_session(
+    cli: Cli, arguments: Sequence[str]
+) -> None:
+    assert_one_line_error(cli("sessions", "revoke", *arguments), "exactly one")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        (("user", "frob"), "no such command"),
+        (("user", "add"), "missing argument"),
+        (("sessions", "list"), "missing option '--user'"),
+        (("--bogus",), "no such option"),
+        (("serve", "--port", "eighty"), "--port"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_help(
+    cli: Cli, arguments: Sequence[str], fragment: str
+) -> None:
+    result = cli(*arguments)
+    line = assert_one_line_error(result, fragment, "--help")
+    assert result.returncode == 2, line
+
+
+def test_a_password_prompt_without_a_terminal_says_how_to_pipe_it(cli: Cli) -> None:
+    assert_one_line_error(cli("user", "passwd", "someone"), "--password-stdin")
