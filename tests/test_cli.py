@@ -6,6 +6,7 @@ and a non-zero exit.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -32,6 +33,9 @@ from tests.servers import ServiceProcess, free_port
 from tokenstile import __version__
 
 TOKENSTILE = Path(sys.executable).parent / "tokenstile"
+MIGRATIONS = ScriptDirectory(str(Path(tokenstile.stores.__file__).parent / "migrations"))
+HEAD = MIGRATIONS.get_current_head()
+EVERY_REVISION = ", ".join(reversed([rev.revision for rev in MIGRATIONS.walk_revisions()]))
 FAST_HASHING = {
     "TOKENSTILE_ARGON2_TIME_COST": "1",
     "TOKENSTILE_ARGON2_MEMORY_KIB": "8192",
@@ -301,16 +305,24 @@ def test_purge_prints_a_count_and_exits_0(cli: Cli) -> None:
 # -- check -----------------------------------------------------------------------------
 
 
-def test_check_passes_on_the_embedded_default(cli: Cli) -> None:
+def test_check_passes_on_the_embedded_default_and_says_what_it_checked(cli: Cli) -> None:
     result = cli("check")
     assert_ok(result)
-    assert result.stdout.startswith("ok"), result.stdout
+    database = cli.data_dir.resolve() / "tokenstile.db"
+    assert result.stdout.splitlines() == [
+        f"ok: DATA_DIR {cli.data_dir.resolve()}",
+        "ok: keys: HS256",
+        f"ok: users and sessions: sqlite {database} answers; schema at {HEAD}, the newest",
+    ]
 
 
-def test_check_passes_with_a_reachable_redis(cli: Cli, redis_url: str) -> None:
+def test_check_passes_with_a_reachable_redis_one_line_per_store(cli: Cli, redis_url: str) -> None:
     result = cli("check", TOKENSTILE_REDIS_URL=redis_url)
     assert_ok(result)
-    assert "redis" in result.stdout
+    database = cli.data_dir.resolve() / "tokenstile.db"
+    host = redis_url.removeprefix("redis://").rsplit("/", 1)
+    assert f"ok: users: sqlite {database} answers; schema at {HEAD}" in result.stdout
+    assert f"ok: sessions: redis {host[0]} db {host[1]} answers\n" in result.stdout
 
 
 def test_check_passes_on_a_redis_cluster_and_says_so(
@@ -331,35 +343,77 @@ def test_check_fails_with_one_line_while_a_redis_cluster_master_is_down(
     }
     assert_ok(cli("check", **settings))
     private_redis_cluster.stop_node(2)
-    assert_one_line_error(cli("check", **settings), "unavailable")
+    assert_one_line_error(cli("check", **settings), "redis cluster via 127.0.0.1")
     private_redis_cluster.start_node(2)
     assert_ok(cli("check", **settings))
 
 
-def test_check_fails_with_one_line_when_redis_is_unreachable(cli: Cli) -> None:
+def test_check_names_redis_and_the_refused_connection_when_redis_is_closed(cli: Cli) -> None:
     started = time.monotonic()
     result = cli(
         "check", TOKENSTILE_REDIS_URL="redis://127.0.0.1:1/0", TOKENSTILE_STORE_TIMEOUT="0.5"
     )
-    assert_one_line_error(result, "unavailable")
+    line = assert_one_line_error(result)
+    assert line == "error: redis 127.0.0.1:1 db 0: connection refused", line
     assert time.monotonic() - started < 15
 
 
-def test_check_fails_with_one_line_when_postgres_is_unreachable(cli: Cli) -> None:
+def test_check_names_postgres_and_the_refused_connection_when_postgres_is_closed(
+    cli: Cli,
+) -> None:
     result = cli(
         "check",
         TOKENSTILE_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:1/tokenstile",
         TOKENSTILE_STORE_TIMEOUT="0.5",
     )
-    assert_one_line_error(result)
+    line = assert_one_line_error(result)
+    assert line == "error: postgresql 127.0.0.1:1/tokenstile: connection refused", line
 
 
-def test_check_fails_with_one_line_when_the_postgres_database_does_not_exist(
+def test_check_names_a_postgres_database_that_does_not_exist(
     cli: Cli, postgres_admin_url: str
 ) -> None:
-    missing = postgres_admin_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    missing = missing.rsplit("/", 1)[0] + "/tokenstile_no_such_database"
-    assert_one_line_error(cli("check", TOKENSTILE_DATABASE_URL=missing))
+    missing = postgres_admin_url.rsplit("/", 1)[0] + "/tokenstile_no_such_database"
+    line = assert_one_line_error(cli("check", TOKENSTILE_DATABASE_URL=missing))
+    assert line.startswith("error: postgresql "), line
+    assert line.endswith(
+        '/tokenstile_no_such_database: database "tokenstile_no_such_database" does not exist'
+    ), line
+    assert "try again" not in line
+
+
+def test_a_data_dir_that_cannot_be_created_is_named_with_the_reason(cli: Cli) -> None:
+    (cli.cwd / "a-file").write_text("not a directory\n")
+    data_dir = cli.cwd / "a-file" / "data"
+    for command in (("check",), ("user", "list")):
+        line = assert_one_line_error(cli(*command, TOKENSTILE_DATA_DIR=str(data_dir)))
+        assert line == f"error: cannot create or use DATA_DIR {data_dir}: Not a directory", line
+
+
+def test_a_data_dir_whose_database_cannot_be_opened_names_the_sqlite_file(cli: Cli) -> None:
+    # A directory where the database file should be: sqlite cannot open it, even as root.
+    (cli.data_dir / "tokenstile.db").mkdir(parents=True)
+    line = assert_one_line_error(cli("user", "list"))
+    database = cli.data_dir.resolve() / "tokenstile.db"
+    assert line.startswith(f"error: sqlite {database}: cannot open the database file"), line
+
+
+def test_a_postgres_url_without_the_driver_says_what_to_install(cli: Cli, tmp_path: Path) -> None:
+    # An asyncpg package that fails to import, as on a machine without the extra.
+    shadow = tmp_path / "without-asyncpg" / "asyncpg"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'asyncpg'\", name='asyncpg')\n"
+    )
+    for command in (("check",), ("db", "upgrade"), ("serve", "--port", "0")):
+        result = cli(
+            *command,
+            PYTHONPATH=str(shadow.parent),
+            TOKENSTILE_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/tokenstile",
+        )
+        assert_one_line_error(
+            result, "asyncpg is not installed", "pip install 'tokenstile[postgres]'"
+        )
 
 
 def test_check_fails_with_one_line_on_a_malformed_redis_url(cli: Cli) -> None:
@@ -382,12 +436,36 @@ def test_a_secret_key_of_32_bytes_is_accepted(cli: Cli) -> None:
 
 
 @pytest.mark.postgres
+def test_check_refuses_an_unmigrated_postgres_database_until_db_upgrade(
+    cli: Cli, fresh_postgres_url: str
+) -> None:
+    database = {"TOKENSTILE_DATABASE_URL": fresh_postgres_url}
+    name = f"postgresql {fresh_postgres_url.split('@', 1)[1]}"
+    line = assert_one_line_error(cli("check", **database))
+    assert line == f"error: {name}: no schema, {HEAD} is the newest; run `tokenstile db upgrade`"
+
+    upgraded = cli("db", "upgrade", **database)
+    assert_ok(upgraded)
+    assert upgraded.stdout == f"applied {EVERY_REVISION} to {name}\n"
+
+    checked = cli("check", **database)
+    assert_ok(checked)
+    assert f"ok: users and sessions: {name} answers; schema at {HEAD}, the newest\n" in (
+        checked.stdout
+    )
+    again = cli("db", "upgrade", **database)
+    assert_ok(again)
+    assert again.stdout == f"already at {HEAD}: {name}\n"
+
+
+@pytest.mark.postgres
 def test_db_upgrade_on_postgres_is_idempotent(cli: Cli, postgres_database_url: str) -> None:
     database = {"TOKENSTILE_DATABASE_URL": postgres_database_url}
     for _ in range(2):
         result = cli("db", "upgrade", **database)
         assert_ok(result)
-        assert "up to date" in result.stdout
+        assert re.fullmatch(rf"(applied [0-9, ]+|already at {HEAD}:) .*\n", result.stdout)
+    assert result.stdout.startswith(f"already at {HEAD}: postgresql ")
     assert_ok(cli("check", **database))
     # The schema is really there: a user can be created in it.
     name = new_username()
@@ -395,10 +473,15 @@ def test_db_upgrade_on_postgres_is_idempotent(cli: Cli, postgres_database_url: s
     assert not (cli.data_dir / "tokenstile.db").exists()
 
 
-def test_db_upgrade_creates_the_embedded_database(cli: Cli) -> None:
-    assert_ok(cli("db", "upgrade"))
-    assert (cli.data_dir / "tokenstile.db").is_file()
-    assert_ok(cli("db", "upgrade"))
+def test_db_upgrade_creates_the_embedded_database_and_says_what_it_applied(cli: Cli) -> None:
+    database = cli.data_dir.resolve() / "tokenstile.db"
+    first = cli("db", "upgrade")
+    assert_ok(first)
+    assert first.stdout == f"applied {EVERY_REVISION} to sqlite {database}\n"
+    assert database.is_file()
+    again = cli("db", "upgrade")
+    assert_ok(again)
+    assert again.stdout == f"already at {HEAD}: sqlite {database}\n"
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -495,10 +578,13 @@ def test_two_concurrent_db_upgrades_of_a_fresh_postgres_database_both_succeed_on
         )
         for _ in range(2)
     ]
+    outputs = []
     for upgrade in upgrades:
         stdout, stderr = upgrade.communicate(timeout=60)
         assert upgrade.returncode == 0, f"exit {upgrade.returncode}\n{stdout}\n{stderr}"
-        assert "up to date" in stdout, stdout
+        outputs.append(stdout.split(" to ")[0].split(":")[0])
+    # One applied every migration; the other waited for its lock and found nothing to do.
+    assert sorted(outputs) == [f"already at {HEAD}", f"applied {EVERY_REVISION}"], outputs
 
     async def applied() -> list[str]:
         connection = await asyncpg.connect(fresh_postgres_url, timeout=5)
@@ -507,8 +593,7 @@ def test_two_concurrent_db_upgrades_of_a_fresh_postgres_database_both_succeed_on
         finally:
             await connection.close()
 
-    head = ScriptDirectory(str(Path(tokenstile.stores.__file__).parent / "migrations"))
-    assert run_async(applied) == [head.get_current_head()]
+    assert run_async(applied) == [HEAD]
 
 
 # -- administration --------------------------------------------------------------------
@@ -651,3 +736,134 @@ def test_a_usage_error_is_one_line_naming_the_help(
 
 def test_a_password_prompt_without_a_terminal_says_how_to_pipe_it(cli: Cli) -> None:
     assert_one_line_error(cli("user", "passwd", "someone"), "--password-stdin")
+
+
+# -- what the commands say about themselves --------------------------------------------
+
+
+def test_serve_logs_what_it_runs_on_and_warns_when_redis_is_unreachable(cli: Cli) -> None:
+    service = ServiceProcess(
+        {
+            "data_dir": str(cli.data_dir),
+            "redis_url": "redis://127.0.0.1:1/0",
+            "store_timeout": "0.5",
+            "allow_registration": "false",
+        },
+        cwd=cli.cwd,
+    ).start()
+    try:
+        answers = [
+            httpx.post(
+                f"{service.base_url}/auth/login",
+                json={"username": "someone", "password": PASSWORD},
+                timeout=10,
+            )
+            for _ in range(3)
+        ]
+    finally:
+        service.stop()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "store_unavailable"
+        assert "127.0.0.1:1" not in answer.text  # hosts are for the log, not for clients
+    log = service.log.read_text()
+    data_dir = cli.data_dir.resolve()
+    for line in (
+        f"data directory: {data_dir} (created now)",
+        f"stores: users: sqlite {data_dir}/tokenstile.db; sessions: redis 127.0.0.1:1 db 0",
+        "algorithm: HS256",
+        "registration: closed (ALLOW_REGISTRATION=false)",
+        "serving anyway: requests that need redis 127.0.0.1:1 db 0 answer 503",
+    ):
+        assert line in log, log
+    # The cause is logged once however many requests fail (at start, then held back).
+    assert log.count("store unavailable: redis 127.0.0.1:1 db 0: connection refused") == 1, log
+
+
+def test_serve_logs_the_missing_schema_of_a_postgres_database_and_still_starts(
+    cli: Cli, fresh_postgres_url: str
+) -> None:
+    service = ServiceProcess(
+        {"data_dir": str(cli.data_dir), "database_url": fresh_postgres_url}, cwd=cli.cwd
+    ).start()
+    service.stop()  # it started: ServiceProcess waited for /healthz
+    log = service.log.read_text()
+    assert "registration: open (ALLOW_REGISTRATION=true)" in log, log
+    assert f"no schema, {HEAD} is the newest; run `tokenstile db upgrade`" in log, log
+
+
+def test_a_command_shows_audit_lines_only_with_verbose(cli: Cli) -> None:
+    name = new_username()
+    assert_ok(cli.add_user(name))
+    quiet = cli("user", "disable", name)
+    assert_ok(quiet)
+    assert quiet.stderr == ""
+    assert_ok(cli("user", "enable", name))
+    loud = cli("--verbose", "user", "disable", name)
+    assert_ok(loud)
+    assert loud.stdout == f"disabled {name}; ended 0 session(s)\n"
+    (line,) = [line for line in loud.stderr.splitlines() if line.startswith("{")]
+    assert json.loads(line)["event"] == "sessions_ended", loud.stderr
+
+
+def test_a_command_that_creates_the_data_dir_says_where(cli: Cli) -> None:
+    first = cli("user", "list")
+    assert_ok(first)
+    assert first.stderr == f"note: created DATA_DIR {cli.data_dir.resolve()}\n"
+    again = cli("user", "list")
+    assert_ok(again)
+    assert again.stderr == ""
+
+
+def test_serve_writes_every_audit_event_as_json_without_any_credential(cli: Cli) -> None:
+    audit_file = cli.cwd / "audit.jsonl"
+    name = new_username()
+    assert_ok(cli.add_user(name))
+    service = ServiceProcess(
+        {
+            "data_dir": str(cli.data_dir),
+            "audit_log": str(audit_file),
+            "refresh_grace": "0",
+            **{k.removeprefix("TOKENSTILE_").lower(): v for k, v in FAST_HASHING.items()},
+        },
+        cwd=cli.cwd,
+    ).start()
+    try:
+        pair = logged_in(service.base_url, name)
+        child = httpx.post(
+            f"{service.base_url}/auth/refresh",
+            json={"refresh_token": pair["refresh_token"]},
+            timeout=10,
+        ).json()
+        reused = httpx.post(
+            f"{service.base_url}/auth/refresh",
+            json={"refresh_token": pair["refresh_token"]},
+            timeout=10,
+        )
+        assert reused.json()["error"] == "token_reused"
+        other = logged_in(service.base_url, name)
+        out = httpx.post(
+            f"{service.base_url}/auth/logout",
+            headers=bearer(other["access_token"]),
+            json={"refresh_token": other["refresh_token"]},
+            timeout=10,
+        )
+        assert out.status_code == 204, out.text
+    finally:
+        service.stop()
+    events = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    assert [event["event"] for event in events] == ["refresh_token_reused", "session_ended"]
+    assert all(set(event) >= {"time", "event", "sid"} for event in events), events
+    assert stat.S_IMODE(audit_file.stat().st_mode) == 0o600
+    captured = audit_file.read_text() + service.log.read_text()
+    for secret in (PASSWORD, *pair.values(), *child.values(), *other.values()):
+        if isinstance(secret, str) and len(secret) > 8:
+            assert secret not in captured
+
+
+def test_audit_log_off_writes_no_audit_line(cli: Cli) -> None:
+    name = new_username()
+    assert_ok(cli.add_user(name))
+    loud = cli("--verbose", "user", "disable", name, TOKENSTILE_AUDIT_LOG="off")
+    assert_ok(loud)
+    assert "sessions_ended" not in loud.stderr, loud.stderr

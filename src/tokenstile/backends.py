@@ -32,11 +32,16 @@ from tokenstile.core.store import SessionStore
 from tokenstile.settings import Settings
 from tokenstile.stores.sql import SqlDatabase
 
-__all__ = ["BACKENDS", "Stores", "backend_name", "open_stores"]
+__all__ = ["BACKENDS", "Service", "Stores", "backend_name", "open_stores"]
 
 
 class _Connected(Protocol):
     """A connection (pool) to one service: answers a ping and can be closed."""
+
+    @property
+    def name(self) -> str:
+        """The service, for logs and errors: ``redis 10.0.0.5:6379 db 0``; no password."""
+        ...
 
     async def ping(self) -> None: ...
 
@@ -47,6 +52,19 @@ class _Purgeable(Protocol):
     """State that does not expire by itself and is deleted by a periodic purge."""
 
     async def purge(self, *, now: float) -> int: ...
+
+
+@dataclass(frozen=True)
+class Service:
+    """One connection of a deployment and what it holds (``users``, ``sessions``, or
+    ``users and sessions``)."""
+
+    holds: str
+    connection: _Connected
+
+    @property
+    def description(self) -> str:
+        return f"{self.holds}: {self.connection.name}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,13 +79,17 @@ class Stores:
     database: SqlDatabase
     sessions: SessionStore
     rates: RateCounter
-    description: str
-    """Where each kind of state lives, for logs and ``tokenstile check``; never a password."""
     migrate_on_start: bool
     """True for the embedded SQLite file, whose schema tokenstile upgrades by itself; a
     shared database is migrated by ``tokenstile db upgrade`` only."""
-    services: tuple[_Connected, ...]
+    services: tuple[Service, ...]
     purgeable: tuple[_Purgeable, ...]
+
+    @property
+    def description(self) -> str:
+        """Where each kind of state lives, for logs and ``tokenstile check``; never a
+        password: ``users: postgresql db:5432/auth; sessions: redis 10.0.0.5:6379 db 0``."""
+        return "; ".join(service.description for service in self.services)
 
     async def start(self) -> None:
         """Make the stores ready for use: migrate the embedded database's schema."""
@@ -77,7 +99,25 @@ class Stores:
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless every store answers."""
         for service in self.services:
-            await service.ping()
+            await service.connection.ping()
+
+    async def check(self) -> list[str]:
+        """Ping every store and check that the database's schema is the newest; one line
+        per store saying what was checked.
+
+        Raises ``StoreUnavailable`` naming the first store that does not answer, or
+        ``StoreMisconfigured`` (which names ``tokenstile db upgrade``) for a schema that
+        is missing or behind.
+        """
+        lines = []
+        for service in self.services:
+            await service.connection.ping()
+            line = f"{service.description} answers"
+            if service.connection is self.database:
+                revision = await self.database.schema_revision()
+                line += f"; schema at {revision}, the newest"
+            lines.append(line)
+        return lines
 
     async def purge(self, *, now: float) -> int:
         """Delete state that expired by ``now`` (and revoked sessions); how many went."""
@@ -90,7 +130,7 @@ class Stores:
         """Close every connection, the users' database last, even if one close fails."""
         async with AsyncExitStack() as stack:
             for service in self.services:
-                stack.push_async_callback(service.aclose)
+                stack.push_async_callback(service.connection.aclose)
 
 
 Backend = Callable[[Settings, SqlDatabase], Stores]
@@ -103,9 +143,8 @@ def _sql(settings: Settings, database: SqlDatabase) -> Stores:
         database=database,
         sessions=database.sessions,
         rates=database.rate_limits,
-        description=f"users and sessions: {_describe_database(settings)}",
         migrate_on_start=_is_embedded(settings),
-        services=(database,),
+        services=(Service("users and sessions", database),),
         purgeable=(database.sessions, database.rate_limits),
     )
 
@@ -117,18 +156,18 @@ def _redis(settings: Settings, database: SqlDatabase, *, cluster: bool) -> Store
     assert settings.redis_url is not None, "backend_name() picks Redis only with REDIS_URL"
     url = settings.redis_url.get_secret_value()
     store = RedisSessionStore.from_url(
-        url, prefix=settings.redis_prefix, timeout=settings.store_timeout, cluster=cluster
+        url,
+        prefix=settings.redis_prefix,
+        timeout=settings.store_timeout,
+        cluster=cluster,
+        name=_describe_redis(url, cluster=cluster),
     )
     return Stores(
         database=database,
         sessions=store,
         rates=store.rate_counter(),
-        description=(
-            f"users: {_describe_database(settings)}; "
-            f"sessions: {_describe_redis(url, cluster=cluster)}"
-        ),
         migrate_on_start=_is_embedded(settings),
-        services=(database, store),
+        services=(Service("users", database), Service("sessions", store)),
         purgeable=(store,),
     )
 
@@ -152,7 +191,8 @@ def backend_name(settings: Settings) -> str:
 
 def open_stores(settings: Settings) -> Stores:
     """The stores ``settings`` name, wired but not connected (nothing connects until first
-    use); creates ``DATA_DIR`` for the embedded database. Raises ``OSError`` if it cannot."""
+    use); creates ``DATA_DIR`` for the embedded database. Raises ``OSError`` if it cannot,
+    and ``ConfigurationError`` when the database's driver is not installed."""
     if _is_embedded(settings):
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     database = SqlDatabase.from_url(settings.resolved_database_url, timeout=settings.store_timeout)
@@ -161,14 +201,6 @@ def open_stores(settings: Settings) -> Stores:
 
 def _is_embedded(settings: Settings) -> bool:
     return make_url(settings.resolved_database_url).get_backend_name() == "sqlite"
-
-
-def _describe_database(settings: Settings) -> str:
-    """``sqlite /path/file.db`` or ``postgresql host:port/name``."""
-    url = make_url(settings.resolved_database_url)
-    if url.get_backend_name() == "sqlite":
-        return f"sqlite {url.database}"
-    return f"{url.get_backend_name()} {url.host}:{url.port or 5432}/{url.database}"
 
 
 def _describe_redis(url: str, *, cluster: bool) -> str:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
+import logging.config
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -17,7 +21,7 @@ from rich.table import Table
 from tokenstile import __version__
 from tokenstile.core.keys import RELOAD_INTERVAL
 from tokenstile.core.store import SessionRecord, UserRecord
-from tokenstile.errors import TokenstileError
+from tokenstile.errors import StoreUnavailable, TokenstileError
 from tokenstile.keyfiles import rotate_keys
 from tokenstile.runtime import Runtime, key_ring, open_runtime
 from tokenstile.settings import Settings
@@ -26,6 +30,14 @@ T = TypeVar("T")
 
 KEEP_ALIVE_TIMEOUT = 5
 """Seconds an idle keep-alive connection stays open between requests."""
+
+logger = logging.getLogger("tokenstile")
+_AUDIT = "tokenstile.audit"
+"""The logger that AUDIT_LOG=stderr writes its JSON lines to, bare (one object a line)."""
+
+_fresh_data_dirs: set[Path] = set()
+"""DATA_DIRs that did not exist when the command read its settings: if the command made
+them, it says so, since a command run from another folder makes a new ./.tokenstile."""
 
 app = typer.Typer(
     help="Refresh-token authentication service.", no_args_is_help=True, add_completion=False
@@ -46,14 +58,35 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
             "--version", callback=_print_version, is_eager=True, help="Print the version."
         ),
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show log and audit lines on stderr.")
+    ] = False,
 ) -> None:
     """Refresh-token authentication service."""
+    _configure_logging(verbose=verbose)
+    context.obj = verbose  # read by `serve`
+
+
+def _configure_logging(*, verbose: bool) -> None:
+    """Log lines (audit events among them) on stderr with ``--verbose``, else nowhere:
+    a command's own output is its answer. ``serve`` sets up its own logging."""
+    for name, line in (("tokenstile", "%(levelname)s %(name)s: %(message)s"), (_AUDIT, None)):
+        handler: logging.Handler
+        if verbose:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(line))
+        else:
+            handler = logging.NullHandler()  # keeps logging's last-resort stderr handler out
+        logging.getLogger(name).handlers = [handler]
+        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).propagate = False
 
 
 app.add_typer(user_app, name="user")
@@ -69,13 +102,29 @@ def _fail(message: str) -> typer.Exit:
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"TOKENSTILE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
             for e in exc.errors()
         )
         raise _fail(f"invalid configuration: {problems}") from None
+    if not settings.data_dir.exists():
+        _fresh_data_dirs.add(settings.data_dir.resolve())
+    return settings
+
+
+def _file_problem(settings: Settings, exc: OSError) -> str:
+    """One line for a file that cannot be created or read, naming DATA_DIR when it is
+    the one at fault."""
+    data_dir = settings.data_dir.resolve()
+    reason = exc.strerror or str(exc)
+    path = Path(str(exc.filename)).resolve() if exc.filename else None
+    if path is None or path == data_dir:
+        return f"cannot create or use DATA_DIR {data_dir}: {reason}"
+    if path.is_relative_to(data_dir) or data_dir.is_relative_to(path):
+        return f"cannot create or use DATA_DIR {data_dir}: {reason}: {path}"
+    return f"cannot use {path}: {reason}"
 
 
 def _check_keys(settings: Settings) -> None:
@@ -84,30 +133,41 @@ def _check_keys(settings: Settings) -> None:
     except TokenstileError as exc:
         raise _fail(exc.detail) from None
     except OSError as exc:
-        raise _fail(f"cannot use DATA_DIR {settings.data_dir}: {exc.strerror or exc}") from None
+        raise _fail(_file_problem(settings, exc)) from None
 
 
-def _run(action: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Open a runtime, run ``action`` on it, close it; errors become one line and exit 1."""
+def _run(
+    action: Callable[[Runtime], Awaitable[T]],
+    settings: Settings | None = None,
+    *,
+    start: bool = True,
+) -> T:
+    """Open a runtime, ``start`` its stores (migrating an embedded database), run
+    ``action`` on it, close it; errors become one line and exit 1."""
+    settings = settings or _settings()
 
     async def main() -> T:
-        runtime = open_runtime(_settings())
+        runtime = open_runtime(settings)
         try:
-            await runtime.stores.start()
+            if start:
+                await runtime.stores.start()
             return await action(runtime)
         finally:
             await runtime.aclose()
 
     try:
         return asyncio.run(main())
+    except StoreUnavailable as exc:
+        raise _fail(exc.cause) from None
     except TokenstileError as exc:
         raise _fail(exc.detail) from None
     except OSError as exc:  # e.g. a DATA_DIR that cannot be created
-        raise _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+        raise _fail(_file_problem(settings, exc)) from None
 
 
 @app.command()
 def serve(
+    context: typer.Context,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
@@ -118,7 +178,23 @@ def serve(
 
     settings = _settings()
     _check_keys(settings)  # creates the dev secret once, before workers race for it
-    _run(lambda runtime: runtime.stores.start())  # migrates an embedded database once, too
+    log_config = _server_logging(verbose=bool(context.obj))
+
+    async def announce(runtime: Runtime) -> None:
+        # After the embedded database is migrated (once, too): a failure there is fatal
+        # and already one line; from here on the server logs.
+        logging.config.dictConfig(log_config)
+        _log_startup(settings, runtime)
+        try:
+            await runtime.stores.check()
+        except StoreUnavailable as exc:
+            # The store's own warning (tokenstile.stores) has just named the cause.
+            logger.warning(
+                "serving anyway: requests that need %s answer 503 until it is fixed",
+                exc.cause.split(": ", 1)[0],
+            )
+
+    _run(announce, settings)
     uvicorn.run(
         "tokenstile.api.app:create_app",
         factory=True,
@@ -129,6 +205,7 @@ def serve(
         http="httptools",
         access_log=access_log,
         log_level="info",
+        log_config=log_config,
         # Forwarded headers only from TRUSTED_PROXIES. Always explicit, so uvicorn's own
         # default (loopback, or FORWARDED_ALLOW_IPS) never decides who the client is.
         proxy_headers=settings.trusted_proxies is not None,
@@ -137,6 +214,41 @@ def serve(
         limit_concurrency=settings.max_connections + 1,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
     )
+
+
+def _server_logging(*, verbose: bool) -> dict[str, Any]:
+    """uvicorn's logging configuration plus tokenstile's loggers, on stderr; every worker
+    process applies it (``--verbose`` adds debug lines). Audit events are bare JSON lines."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["tokenstile"] = {
+        "handlers": ["default"],
+        "level": "DEBUG" if verbose else "INFO",
+        "propagate": False,
+    }
+    config["handlers"]["audit"] = {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+        "formatter": "audit",
+    }
+    config["formatters"]["audit"] = {"format": "%(message)s"}
+    config["loggers"][_AUDIT] = {"handlers": ["audit"], "level": "INFO", "propagate": False}
+    return config
+
+
+def _log_startup(settings: Settings, runtime: Runtime) -> None:
+    """What this server runs on, so that nobody has to guess which DATA_DIR is in use."""
+    data_dir = settings.data_dir.resolve()
+    created = " (created now)" if data_dir in _fresh_data_dirs and data_dir.exists() else ""
+    logger.info("tokenstile %s", __version__)
+    logger.info("data directory: %s%s", data_dir, created)
+    logger.info("stores: %s", runtime.stores.description)
+    logger.info("algorithm: %s", settings.algorithm)
+    if settings.allow_registration:
+        logger.info("registration: open (ALLOW_REGISTRATION=true)")
+    else:
+        logger.info("registration: closed (ALLOW_REGISTRATION=false)")
 
 
 def _read_password(password_stdin: bool) -> str:
@@ -282,23 +394,30 @@ def purge() -> None:
 
 @app.command()
 def check() -> None:
-    """Check the configuration and that the database and session store answer."""
+    """Check the configuration, that every store answers and the schema is the newest."""
     settings = _settings()
     _check_keys(settings)
-
-    async def ping(runtime: Runtime) -> str:
-        await runtime.stores.ping()
-        return runtime.stores.description
-
-    description = _run(ping)
-    typer.echo(f"ok: every store answers ({description})")
+    lines = _run(lambda runtime: runtime.stores.check(), settings)
+    if settings.data_dir.exists():
+        typer.echo(f"ok: DATA_DIR {settings.data_dir.resolve()}")
+    typer.echo(f"ok: keys: {settings.algorithm}")
+    for line in lines:
+        typer.echo(f"ok: {line}")
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply the database migrations."""
-    _run(lambda runtime: runtime.stores.database.upgrade())
-    typer.echo("database schema is up to date")
+    """Apply the database migrations; prints the revisions applied."""
+
+    async def upgrade(runtime: Runtime) -> tuple[list[str], str, str]:
+        database = runtime.stores.database
+        return await database.upgrade(), await database.schema_revision(), database.name
+
+    applied, revision, where = _run(upgrade, start=False)
+    if applied:
+        typer.echo(f"applied {', '.join(applied)} to {where}")
+    else:
+        typer.echo(f"already at {revision}: {where}")
 
 
 @keys_app.command("rotate")
@@ -324,7 +443,7 @@ def keys_rotate() -> None:
     except TokenstileError as exc:
         raise _fail(exc.detail) from None
     except OSError as exc:
-        raise _fail(f"cannot use DATA_DIR {settings.data_dir}: {exc.strerror or exc}") from None
+        raise _fail(_file_problem(settings, exc)) from None
     typer.echo(f"signing with new key {rotation.signer} ({settings.algorithm})")
     for kid, not_after in rotation.retired.items():
         until = datetime.fromtimestamp(not_after, UTC).isoformat(timespec="seconds")
@@ -360,7 +479,11 @@ def main() -> None:
     except typer.Abort:
         typer.echo("error: aborted", err=True)
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    for data_dir in sorted(_fresh_data_dirs):
+        if code == 0 and data_dir.exists():  # a failure says one line, its error
+            typer.echo(f"note: created DATA_DIR {data_dir}", err=True)
+    sys.exit(code)
 
 
 def _message(exc: Exception) -> str:

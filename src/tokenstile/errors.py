@@ -115,9 +115,25 @@ class WeakPassword(TokenstileError):
 
 
 class StoreUnavailable(TokenstileError):
+    """A store did not answer, or refused; the request fails closed (SPEC §1 invariant 8).
+
+    ``detail`` is what HTTP clients see and names no host; ``cause`` is for operators (the
+    command line and the server log): the store and what went wrong, such as
+    ``redis 127.0.0.1:6390 db 0: connection refused``.
+    """
+
     code = "store_unavailable"
     status_code = 503
     default_detail = "The session store is unavailable; try again shortly."
+
+    def __init__(self, detail: str | None = None, *, cause: str | None = None) -> None:
+        super().__init__(detail)
+        self.cause = cause or self.detail
+
+
+class StoreMisconfigured(StoreUnavailable):
+    """A store that will not work until an operator acts (a missing database, schema or
+    file, refused credentials): retrying cannot help, and ``cause`` says what to do."""
 
 
 class ConfigurationError(TokenstileError):

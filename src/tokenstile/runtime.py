@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
 import argon2
 
 from tokenstile.backends import Stores, open_stores
 from tokenstile.core.accounts import AccountService
-from tokenstile.core.audit import AuditLog, AuditLogs, LoggingAuditLog
+from tokenstile.core.audit import AuditLog, AuditLogs, JsonAuditLog
 from tokenstile.core.clock import Clock, system_clock
 from tokenstile.core.codec import TokenCodec
 from tokenstile.core.keys import KeyRing
@@ -30,13 +34,19 @@ class Runtime:
     sessions: SessionService
     keys: KeyRing
     clock: Clock
+    audit_file: TextIO | None = None
+    """The ``AUDIT_LOG`` file, when it is one; closed with the runtime."""
 
     async def purge(self) -> int:
         """Drop expired state the stores do not expire by themselves; how many went."""
         return await self.stores.purge(now=self.clock())
 
     async def aclose(self) -> None:
-        await self.stores.aclose()
+        try:
+            await self.stores.aclose()
+        finally:
+            if self.audit_file is not None:
+                self.audit_file.close()
 
 
 def key_ring(settings: Settings, *, clock: Clock = system_clock) -> KeyRing:
@@ -73,7 +83,9 @@ def open_runtime(
 ) -> Runtime:
     """Wire the runtime on the stores ``settings`` name; nothing connects until first use.
 
-    Security events go to ``audit`` as well as to the ``tokenstile.audit`` logger.
+    Security events go to ``audit`` as well as to ``AUDIT_LOG``: one JSON object a line
+    on the ``tokenstile.audit`` logger (``stderr``: its handlers decide where it shows),
+    appended to a file, or nowhere (``off``). Raises ``OSError`` for a file it cannot open.
     """
     stores = open_stores(settings)
     limiter = RateLimiter(stores.rates, clock=clock, enabled=settings.rate_limit_enabled)
@@ -98,6 +110,12 @@ def open_runtime(
         refresh_grace=settings.refresh_grace,
         stale_after=settings.store_timeout,
     )
+    audit_file = _open_audit_file(settings)
+    logs: list[AuditLog] = [] if audit is None else [audit]
+    if audit_file is not None:
+        logs.append(JsonAuditLog(_line_writer(audit_file), clock=clock))
+    elif settings.audit_log == "stderr":
+        logs.append(JsonAuditLog(_audit_logger.warning, clock=clock))
     return Runtime(
         settings=settings,
         keys=keys,
@@ -121,9 +139,35 @@ def open_runtime(
             codec,
             policy,
             clock=clock,
-            audit=LoggingAuditLog() if audit is None else AuditLogs(LoggingAuditLog(), audit),
+            audit=AuditLogs(*logs),
             limiter=limiter,
             rates=rates,
         ),
         clock=clock,
+        audit_file=audit_file,
     )
+
+
+_audit_logger = logging.getLogger("tokenstile.audit")
+
+
+def _open_audit_file(settings: Settings) -> TextIO | None:
+    """The ``AUDIT_LOG`` file, opened to append (created private), unless it names
+    ``stderr`` or ``off``."""
+    if settings.audit_log in ("stderr", "off"):
+        return None
+    return open(settings.audit_log, "a", encoding="utf-8", opener=_private)
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def _line_writer(file: TextIO) -> Callable[[str], None]:
+    """Write one line and flush it: workers append to the same file, a line at a time."""
+
+    def write(line: str) -> None:
+        file.write(line + "\n")
+        file.flush()
+
+    return write

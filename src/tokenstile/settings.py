@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     body_timeout: float = Field(10.0, gt=0)
     max_connections: int = Field(1000, gt=0)
     public_url: str | None = None
+    audit_log: str = "stderr"
 
     @field_validator("algorithm")
     @classmethod
@@ -87,6 +88,13 @@ class Settings(BaseSettings):
     @classmethod
     def _unset_when_blank(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("audit_log")
+    @classmethod
+    def _audit_log(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be stderr, off, or the path of a file to append to")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -29,6 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    AuthenticationError,
     ClusterDownError,
     DataError,
     NoPermissionError,
@@ -40,7 +41,7 @@ from redis.exceptions import (
 )
 
 from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord
-from tokenstile.errors import StoreUnavailable
+from tokenstile.stores.failures import network_reason, store_failure
 from tokenstile.stores.redis_cluster import ClusterClient
 
 if TYPE_CHECKING:
@@ -117,15 +118,30 @@ _OUTAGE_REPLIES = (
 
 
 @contextmanager
-def _store_errors() -> Iterator[None]:
-    """Translate Redis failures into :class:`StoreUnavailable`; let our own bugs through."""
+def _store_errors(store: str = "redis", *, any_reply: bool = False) -> Iterator[None]:
+    """Translate Redis failures into :class:`StoreUnavailable` naming ``store`` (its
+    description) and the cause; let our own bugs through, unless ``any_reply`` (a command
+    that cannot be malformed, such as PING, whose error replies are about the server)."""
     try:
         yield
     except RedisError as exc:
         # A malformed command or a failing script is a bug to see, not an outage to hide.
-        if isinstance(exc, (ResponseError, DataError)) and not isinstance(exc, _OUTAGE_REPLIES):
+        bug = isinstance(exc, (ResponseError, DataError)) and not isinstance(exc, _OUTAGE_REPLIES)
+        if bug and not any_reply:
             raise
-        raise StoreUnavailable from exc
+        reason, misconfigured = _reason(exc)
+        raise store_failure(store, reason, misconfigured=misconfigured) from exc
+
+
+def _reason(exc: RedisError) -> tuple[str, bool]:
+    """Why ``exc`` happened, in words, and whether an operator must act."""
+    if isinstance(exc, AuthenticationError):
+        return "authentication failed (check the password in REDIS_URL)", True
+    if isinstance(exc, NoPermissionError):
+        return "the Redis user lacks a permission tokenstile needs", True
+    if isinstance(exc, (ResponseError, DataError)) and not isinstance(exc, _OUTAGE_REPLIES):
+        return str(exc), True  # e.g. "DB index is out of range"
+    return network_reason(exc) or str(exc) or type(exc).__name__, False
 
 
 def _encode(record: SessionRecord) -> dict[str, str]:
@@ -171,9 +187,10 @@ class RedisSessionStore:
     be reached or refuses service.
     """
 
-    def __init__(self, client: RedisClient, *, prefix: str = "ts:") -> None:
+    def __init__(self, client: RedisClient, *, prefix: str = "ts:", name: str = "redis") -> None:
         """Use ``client`` (a :class:`Redis` or a :class:`RedisCluster`, made with
-        ``decode_responses=True``); the store closes it.
+        ``decode_responses=True``); the store closes it. ``name`` describes the server in
+        errors and logs (never with a password).
 
         Raises :class:`ValueError` if the client returns bytes.
         """
@@ -181,13 +198,20 @@ class RedisSessionStore:
             raise ValueError("RedisSessionStore needs a client with decode_responses=True")
         self._client = client
         self._prefix = prefix
+        self.name = name
         self._rotate = client.register_script(_ROTATE)
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "ts:", timeout: float = 2.0, cluster: bool = False
+        cls,
+        url: str,
+        *,
+        prefix: str = "ts:",
+        timeout: float = 2.0,
+        cluster: bool = False,
+        name: str = "redis",
     ) -> RedisSessionStore:
         """A store on a new client for ``url`` (``redis://host:port/db``); with
         ``cluster``, on a Redis Cluster client that discovers every node from the one
@@ -206,7 +230,7 @@ class RedisSessionStore:
             "retry": Retry(NoBackoff(), 0),
         }
         if not cluster:
-            return cls(Redis.from_url(url, **options), prefix=prefix)
+            return cls(Redis.from_url(url, **options), prefix=prefix, name=name)
         # The cluster client refuses a command outright (MaxConnectionsError) when a
         # node's pool is full, rather than wait: size it for the service's own limit
         # on concurrent requests (MAX_CONNECTIONS, 1000 by default). A MOVED patches its
@@ -214,7 +238,7 @@ class RedisSessionStore:
         client = ClusterClient.from_url(
             url, deadline=timeout, max_connections=1000, reinitialize_steps=0, **options
         )
-        return cls(client, prefix=prefix)
+        return cls(client, prefix=prefix, name=name)
 
     def _session_key(self, sid: str) -> str:
         return f"{self._prefix}{{{sid}}}:session"
@@ -226,7 +250,7 @@ class RedisSessionStore:
         """Store a new session and index it under its user."""
         fields = [item for pair in _encode(session).items() for item in pair]
         user_key = self._user_key(session.user_id)
-        with _store_errors():
+        with _store_errors(self.name):
             # Index first: a failure in between leaves a stale member (harmless), never
             # a session that logout-all cannot find. The index lives in another slot, and
             # a cluster client cannot pipeline a script, hence two round trips.
@@ -257,7 +281,7 @@ class RedisSessionStore:
         GONE when there is no live session ``sid``, or STALE when the script ran more
         than ``max_delay`` seconds after ``now`` by Redis's clock.
         """
-        with _store_errors():
+        with _store_errors(self.name):
             reply = await self._rotate(
                 keys=[self._session_key(sid)],
                 args=[
@@ -286,7 +310,7 @@ class RedisSessionStore:
         """Those of ``sids`` whose session exists and has not expired by ``now``: one
         ``HGET``, or one pipeline of them (which a cluster client splits by node)."""
         keys = [self._session_key(sid) for sid in sids]
-        with _store_errors():
+        with _store_errors(self.name):
             if len(keys) == 1:
                 expiries = [await self._client.hget(keys[0], "expires_at")]
             else:
@@ -302,7 +326,7 @@ class RedisSessionStore:
 
     async def get_session(self, sid: str, *, now: float) -> SessionRecord | None:
         """The live session ``sid``, or ``None``."""
-        with _store_errors():
+        with _store_errors(self.name):
             fields = cast("dict[str, str]", await self._client.hgetall(self._session_key(sid)))
         record = _decode(fields) if fields else None
         return record if record is not None and record.expires_at > now else None
@@ -312,7 +336,7 @@ class RedisSessionStore:
 
         Redis keeps no revoked state: a deleted session is simply gone.
         """
-        with _store_errors():
+        with _store_errors(self.name):
             user_id = await self._delete(keys=[self._session_key(sid)])
         if user_id is None:
             return False
@@ -324,7 +348,7 @@ class RedisSessionStore:
     ) -> int:
         """Delete every session of ``user_id`` but ``keep_sid``; returns how many existed."""
         user_key = self._user_key(user_id)
-        with _store_errors():
+        with _store_errors(self.name):
             sids = [sid for sid in await self._members(user_key) if sid != keep_sid]
             if not sids:
                 return 0
@@ -337,7 +361,7 @@ class RedisSessionStore:
 
     async def list_user_sessions(self, user_id: str, *, now: float) -> list[SessionRecord]:
         """The live sessions of ``user_id``, oldest first."""
-        with _store_errors():
+        with _store_errors(self.name):
             sids = await self._members(self._user_key(user_id))
             async with self._client.pipeline(transaction=False) as pipe:
                 for sid in sids:
@@ -354,7 +378,7 @@ class RedisSessionStore:
         Sessions themselves need no purging: their keys expire by TTL.
         """
         dropped = 0
-        with _store_errors():
+        with _store_errors(self.name):
             pattern = f"{_escape_glob(self._prefix)}user:*"
             async for user_key in self._client.scan_iter(match=pattern, _type="set"):
                 sids = await self._members(user_key)
@@ -371,12 +395,12 @@ class RedisSessionStore:
         """Rate-limit counters on this store's client and prefix."""
         from tokenstile.stores.redis_rates import RedisRateCounter
 
-        return RedisRateCounter(self._client, prefix=self._prefix)
+        return RedisRateCounter(self._client, prefix=self._prefix, store=self.name)
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers; on a cluster, unless every
         master answers and reports ``cluster_state:ok``."""
-        with _store_errors():
+        with _store_errors(self.name, any_reply=True):
             if not isinstance(self._client, RedisCluster):
                 await self._client.ping()
                 return
@@ -386,8 +410,9 @@ class RedisSessionStore:
             )
         # One reply per master ({node: info}), or the info itself when there is one master.
         infos = [replies] if "cluster_state" in replies else list(replies.values())
-        if any(info.get("cluster_state") != "ok" for info in infos):
-            raise StoreUnavailable
+        states = {str(info.get("cluster_state")) for info in infos}
+        if states != {"ok"}:
+            raise store_failure(self.name, f"cluster state is {', '.join(sorted(states))}")
 
     async def aclose(self) -> None:
         """Close the client and its connections."""

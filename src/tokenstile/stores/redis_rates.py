@@ -30,9 +30,10 @@ class RedisRateCounter:
     """Sliding logs ``{prefix}rate:<storage key>``, each expiring a period after its
     newest event."""
 
-    def __init__(self, client: RedisClient, *, prefix: str = "ts:") -> None:
+    def __init__(self, client: RedisClient, *, prefix: str = "ts:", store: str = "redis") -> None:
         self._client = client
         self._prefix = prefix
+        self._store = store  # the server's description, in errors
         self._acquire = client.register_script(_ACQUIRE)
 
     async def acquire(
@@ -45,7 +46,7 @@ class RedisRateCounter:
             event_id,
             math.ceil(period * 1000),
         ]
-        with _store_errors():
+        with _store_errors(self._store):
             # Called on its own, never inside a pipeline or MULTI: it is the atomic step.
             reply = await self._acquire(keys=[self._name(key)], args=arguments)
         if int(reply[0]) == 1:
@@ -54,7 +55,7 @@ class RedisRateCounter:
         return False, float(reply[1]) + period - now
 
     async def release(self, key: str, event_id: str) -> None:
-        with _store_errors():
+        with _store_errors(self._store):
             await self._client.zrem(self._name(key), event_id)
 
     def _name(self, key: str) -> str:

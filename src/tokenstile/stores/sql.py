@@ -16,6 +16,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
 from sqlalchemy import (
     Connection,
     RowMapping,
@@ -35,7 +38,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tokenstile.core.store import Rotation, RotationOutcome, SessionRecord, UserRecord
-from tokenstile.errors import UsernameTaken
+from tokenstile.errors import ConfigurationError, UsernameTaken
+from tokenstile.stores.failures import store_failure
 from tokenstile.stores.sql_connections import Connections, store_errors
 from tokenstile.stores.sql_rates import SqlRateCounter
 from tokenstile.stores.sql_tables import sessions, users
@@ -76,7 +80,10 @@ class SqlDatabase:
         self._engine = engine
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         connections = Connections(
-            engine, serialize_writes=engine.dialect.name == "sqlite", timeout=timeout
+            engine,
+            name=self.name,
+            serialize_writes=engine.dialect.name == "sqlite",
+            timeout=timeout,
         )
         self.users = SqlUserStore(connections)
         self.sessions = SqlSessionStore(
@@ -87,27 +94,47 @@ class SqlDatabase:
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 5.0) -> SqlDatabase:
-        """Open (lazily) the database at ``url``; nothing is connected until first use."""
+        """Open (lazily) the database at ``url``; nothing is connected until first use.
+
+        Raises ``ConfigurationError`` when the URL's driver is not installed.
+        """
         if url.startswith("sqlite"):
             # sqlite3's own ``timeout`` is its busy timeout: writers queue that long.
             engine = create_async_engine(url, connect_args={"timeout": timeout})
             event.listen(engine.sync_engine, "connect", _configure_sqlite)
             return cls(engine, timeout=timeout)
-        engine = create_async_engine(
-            url,
-            pool_size=10,
-            max_overflow=20,
-            pool_timeout=timeout,
-            connect_args={"timeout": timeout, "command_timeout": timeout},
-        )
+        try:
+            engine = create_async_engine(
+                url,
+                pool_size=10,
+                max_overflow=20,
+                pool_timeout=timeout,
+                connect_args={"timeout": timeout, "command_timeout": timeout},
+            )
+        except ModuleNotFoundError as exc:
+            if exc.name != "asyncpg":
+                raise
+            raise ConfigurationError(
+                "DATABASE_URL is a PostgreSQL database, but its driver asyncpg is not "
+                "installed: pip install 'tokenstile[postgres]'"
+            ) from None
         return cls(engine, timeout=timeout)
 
     @property
     def url(self) -> str:
         return self._engine.url.render_as_string(hide_password=True)
 
-    async def upgrade(self) -> None:
-        """Bring the schema to the newest migration (idempotent).
+    @property
+    def name(self) -> str:
+        """``sqlite /path/file.db`` or ``postgresql host:port/name``: never a password."""
+        url = self._engine.url
+        if url.get_backend_name() == "sqlite":
+            return f"sqlite {url.database}"
+        return f"{url.get_backend_name()} {url.host}:{url.port or 5432}/{url.database}"
+
+    async def upgrade(self) -> list[str]:
+        """Bring the schema to the newest migration (idempotent); returns the revisions
+        it applied, oldest first (none when the schema was at the newest already).
 
         Safe to run from several processes at once (workers starting, deploy jobs): on
         PostgreSQL each upgrade first takes a transaction-scoped advisory lock, so the
@@ -116,21 +143,65 @@ class SqlDatabase:
         """
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
+        script = ScriptDirectory.from_config(config)
 
-        def run(connection: Connection) -> None:
+        def run(connection: Connection) -> list[str]:
+            current = MigrationContext.configure(connection).get_current_revision()
+            pending = self._pending(script, current)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            return pending
 
-        with store_errors():
+        with store_errors(self.name):
             async with self._engine.begin() as connection:
                 if self._engine.dialect.name == "postgresql":
                     await connection.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK}
                     )
-                await connection.run_sync(run)
+                return await connection.run_sync(run)
+
+    async def schema_revision(self) -> str:
+        """The schema's revision, which is the newest one this version knows.
+
+        Raises ``StoreMisconfigured`` naming ``tokenstile db upgrade`` when migrations
+        are pending (or the schema is missing), or when the revision is unknown here
+        (a newer tokenstile migrated it).
+        """
+        script = ScriptDirectory(str(_MIGRATIONS))
+
+        def current(connection: Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        with store_errors(self.name):
+            async with self._engine.connect() as connection:
+                revision = await connection.run_sync(current)
+        head = script.get_current_head()
+        assert head is not None, "the package ships its migrations"
+        if revision == head:
+            return head
+        self._pending(script, revision)  # raises for a revision this version does not know
+        at = "no schema" if revision is None else f"schema at {revision}"
+        raise store_failure(
+            self.name,
+            f"{at}, {head} is the newest; run `tokenstile db upgrade`",
+            misconfigured=True,
+        )
+
+    def _pending(self, script: ScriptDirectory, current: str | None) -> list[str]:
+        """The revisions after ``current`` up to head, oldest first."""
+        try:
+            newer = script.iterate_revisions("head", current or "base")
+            return [revision.revision for revision in reversed(list(newer))]
+        except ResolutionError:
+            raise store_failure(
+                self.name,
+                f"schema revision {current} is unknown to this version of tokenstile; "
+                "a newer one migrated this database",
+                misconfigured=True,
+            ) from None
 
     async def ping(self) -> None:
-        with store_errors():
+        with store_errors(self.name):
             async with self._engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
 

@@ -3,23 +3,64 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tokenstile.errors import InvalidRequest, StoreUnavailable
+from tokenstile.errors import InvalidRequest
+from tokenstile.stores.failures import network_reason, store_failure
 
 # SQLSTATE class 22, "data exception": a value the database refuses to store (a NUL
 # character, a string longer than its column). The input is at fault, not the database.
 _DATA_EXCEPTION = "22"
+UPGRADE_HINT = "the schema is missing or out of date; run `tokenstile db upgrade`"
+
+# SQLSTATE classes and codes whose server message names the problem (and never a
+# statement's parameters), and whether an operator must act.
+_SERVER_MESSAGES = {
+    "3D000": True,  # invalid_catalog_name: the database does not exist
+    "28": True,  # invalid authorization: unknown role, wrong password
+    "42501": True,  # insufficient_privilege
+    "08": False,  # connection exception
+    "53": False,  # insufficient resources: too many connections, disk full
+    "57": False,  # operator intervention: shutting down, starting up
+}
+_SCHEMA_MISSING = ("42P01", "42703")  # undefined_table, undefined_column
+# sqlite3's messages carry no parameters; these mean the file itself is unusable.
+_SQLITE_FILE_PROBLEMS = {
+    "unable to open database file": "cannot open the database file (is DATA_DIR there "
+    "and writable?)",
+    "attempt to write a readonly database": "the database file is read-only",
+    "file is not a database": "the file is not a SQLite database",
+}
+
+
+def _reason(exc: DBAPIError) -> tuple[str, bool]:
+    """Why ``exc`` happened, in words safe to log, and whether an operator must act."""
+    sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+    message = str(exc.orig).strip()
+    if sqlstate in _SCHEMA_MISSING or message.startswith(("no such table", "no such column")):
+        return UPGRADE_HINT, True
+    for prefix, misconfigured in _SERVER_MESSAGES.items():
+        if sqlstate.startswith(prefix):
+            return message, misconfigured
+    if isinstance(exc.orig, sqlite3.Error):
+        for problem, reason in _SQLITE_FILE_PROBLEMS.items():
+            if problem in message:
+                return reason, True
+        return message, False
+    # Another driver error: its name only, as its message may quote parameters.
+    return network_reason(exc) or type(exc.orig).__name__, False
 
 
 @contextmanager
-def store_errors() -> Iterator[None]:
-    """Translate a lost or refused database connection into ``StoreUnavailable``, and a
-    value the database cannot store into ``InvalidRequest``."""
+def store_errors(store: str) -> Iterator[None]:
+    """Translate a lost or refused connection to ``store`` (its description) into
+    ``StoreUnavailable`` naming the cause (``StoreMisconfigured`` when an operator must
+    act), and a value the database cannot store into ``InvalidRequest``."""
     try:
         yield
     except IntegrityError:
@@ -29,9 +70,10 @@ def store_errors() -> Iterator[None]:
             raise InvalidRequest("A value in the request cannot be stored.") from exc
         # Lost connections, refused logins, missing databases, lock timeouts: no
         # answer we could trust, so the request fails closed.
-        raise StoreUnavailable() from exc
+        reason, misconfigured = _reason(exc)
+        raise store_failure(store, reason, misconfigured=misconfigured) from exc
     except (OSError, TimeoutError) as exc:
-        raise StoreUnavailable() from exc
+        raise store_failure(store, network_reason(exc) or str(exc)) from exc
 
 
 class Connections:
@@ -42,7 +84,11 @@ class Connections:
     queue on a lock first and meet the file lock one at a time.
     """
 
-    def __init__(self, engine: AsyncEngine, *, serialize_writes: bool, timeout: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, name: str, serialize_writes: bool, timeout: float
+    ) -> None:
+        self.name = name
+        """The database's description in errors and logs (no password)."""
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._write_lock = asyncio.Lock() if serialize_writes else None
         self._timeout = timeout
@@ -53,7 +99,7 @@ class Connections:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        with store_errors():
+        with store_errors(self.name):
             async with self._engine.connect() as connection:
                 yield connection
 
@@ -63,7 +109,7 @@ class Connections:
             async with self.read() as connection:
                 yield connection
             return
-        with store_errors():
+        with store_errors(self.name):
             async with asyncio.timeout(self._timeout):
                 await self._write_lock.acquire()
         try:
