@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -97,13 +98,13 @@ def postgres_admin_url() -> str:
     return dsn
 
 
-@pytest.fixture(scope="session")
-def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
-    """A fresh database for this test session, as a SQLAlchemy asyncpg URL; dropped after."""
-    database = f"tokenstile_test_{secrets.token_hex(6)}"
+@contextmanager
+def _new_postgres_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """Create an empty database, yield its asyncpg URL, drop it afterwards."""
+    database = f"{prefix}_{secrets.token_hex(6)}"
 
     async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(postgres_admin_url, timeout=5)
+        connection = await asyncpg.connect(admin_url, timeout=5)
         try:
             await connection.execute(sql)
         finally:
@@ -111,10 +112,23 @@ def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
 
     run_async(lambda: admin(f'CREATE DATABASE "{database}"'))
     try:
-        url = _asyncpg_dsn(postgres_admin_url, database)
-        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield _asyncpg_dsn(admin_url, database)
     finally:
         run_async(lambda: admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh database for this test session, as a SQLAlchemy asyncpg URL; dropped after."""
+    with _new_postgres_database(postgres_admin_url, "tokenstile_test") as url:
+        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, empty (no schema); dropped afterwards."""
+    with _new_postgres_database(postgres_admin_url, "tokenstile_fresh") as url:
+        yield url
 
 
 @pytest.fixture

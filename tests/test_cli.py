@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import socket
 import stat
 import subprocess
@@ -540,25 +539,6 @@ def test_serve_refuses_a_port_in_use_without_a_traceback(cli: Cli) -> None:
         result = cli("serve", "--port", str(port))
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
-
-
-@pytest.fixture
-def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """A PostgreSQL database of this test's own, empty (no schema); dropped afterwards."""
-    database = f"tokenstile_upgrade_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(postgres_admin_url, timeout=5)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    run_async(lambda: admin(f'CREATE DATABASE "{database}"'))
-    try:
-        yield f"{postgres_admin_url.rsplit('/', 1)[0]}/{database}"
-    finally:
-        run_async(lambda: admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 @pytest.mark.postgres

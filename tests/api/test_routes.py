@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 import jwt
 import pytest
 
 from tests.accounts import PASSWORD, bearer, login, new_username, refresh, register, signed_in
+from tests.api.conftest import FAST_HASHING, make_settings
+from tests.conftest import run_async
 from tests.servers import LiveServer
+from tokenstile.api import create_app
+from tokenstile.stores.sql import SqlDatabase
 
 
 def test_register_answers_201_with_the_normalised_user(server: LiveServer) -> None:
@@ -301,3 +307,34 @@ def test_error_details_speak_korean_when_asked_and_codes_do_not_change(
     assert korean.json()["detail"] != english.json()["detail"]
     assert any("\uac00" <= char <= "\ud7a3" for char in korean.json()["detail"])
     assert english.json()["detail"].isascii()
+
+
+@pytest.mark.postgres
+def test_readyz_answers_503_until_the_postgres_schema_is_migrated(
+    fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        {"data_dir": str(tmp_path), "secret_key": secrets.token_urlsafe(32), **FAST_HASHING},
+        database_url=fresh_postgres_url,
+    )
+    server = LiveServer(create_app(settings)).start()
+    try:
+        unmigrated = server.client.get("/readyz")
+        assert unmigrated.status_code == 503, unmigrated.text
+        assert unmigrated.json()["error"] == "store_unavailable"
+        assert fresh_postgres_url.split("@")[-1] not in unmigrated.text  # no host to clients
+
+        run_async(lambda: upgraded(settings.resolved_database_url))
+
+        ready = server.client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+    finally:
+        server.stop()
+
+
+async def upgraded(url: str) -> None:
+    database = SqlDatabase.from_url(url)
+    try:
+        await database.upgrade()
+    finally:
+        await database.aclose()

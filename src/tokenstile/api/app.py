@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
 from tokenstile.api.cookies import CookieTransport
+from tokenstile.api.docs import install_docs
 from tokenstile.api.errors import install_error_handlers
 from tokenstile.api.limits import BodyLimit
 from tokenstile.api.metrics import Metrics
@@ -141,6 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Refresh-token authentication: rotating refresh tokens, instant logout.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     auth._mount(app)
     # The service bounds every request, whichever route it is for.
@@ -150,5 +153,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router(auth.runtime))
     app.include_router(auth.metrics.router())
     install_web(app)
+    install_docs(app)
     app.state.tokenstile = auth
     return app

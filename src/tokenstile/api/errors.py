@@ -1,15 +1,21 @@
-"""The one place errors become HTTP responses: ``{"error": CODE, "detail": sentence}``."""
+"""The one place errors become HTTP responses: ``{"error": CODE, "detail": sentence}``,
+and where routes say, for the OpenAPI document, which of these answers they can give."""
 
 from __future__ import annotations
 
+import http
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from tokenstile.api.messages import localized
+from tokenstile.api.schemas import ErrorBody
 from tokenstile.errors import AuthenticationError, MissingToken, RateLimited, TokenstileError
 
 logger = logging.getLogger("tokenstile")
@@ -56,8 +62,10 @@ async def _tokenstile_error(request: Request, exc: Exception) -> JSONResponse:
     elif exc.status_code == 503:
         headers["Retry-After"] = "1"
     if exc.status_code >= 500:
-        # The cause's type only: driver messages may quote statement parameters.
-        logger.warning("request failed: %s (%s)", exc.code, type(exc.__cause__).__name__)
+        # Per request at debug only: the store logged its cause once (stores.failures),
+        # and an outage fails every request. The cause's type only: driver messages may
+        # quote statement parameters.
+        logger.debug("request failed: %s (%s)", exc.code, type(exc.__cause__).__name__)
     response = error_response(request, exc.status_code, exc.code, exc.detail, headers)
     for name, value in exc.headers:
         response.headers.append(name, value)
@@ -78,6 +86,87 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "invalid_request")
     return error_response(request, exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+@dataclass(frozen=True)
+class DocumentedError:
+    """One error answer a route can give, as its OpenAPI ``responses`` list it."""
+
+    status: int
+    code: str
+    detail: str
+    headers: tuple[str, ...] = ()
+    body: type[BaseModel] = ErrorBody
+
+    @classmethod
+    def of(cls, error: type[TokenstileError]) -> DocumentedError:
+        """The answer :func:`install_error_handlers` gives for ``error``."""
+        return cls(error.status_code, error.code, error.default_detail, _header_names(error))
+
+
+UNPARSABLE_BODY = DocumentedError(
+    400, "invalid_request", "The body could not be read as JSON text (for example, not UTF-8)."
+)
+BODY_TOO_SLOW = DocumentedError(
+    408, "invalid_request", "The body did not arrive within `BODY_TIMEOUT` seconds."
+)
+BODY_TOO_LARGE = DocumentedError(
+    413, "invalid_request", "The body is larger than `MAX_BODY_BYTES`."
+)
+
+
+def error_responses(
+    *errors: DocumentedError | type[TokenstileError],
+) -> dict[int | str, dict[str, Any]]:
+    """FastAPI ``responses`` for the errors a route can answer with.
+
+    One entry per status: the body's schema, with ``error`` restricted to the codes of
+    that status; each code and what it means in the description; the headers the
+    answers carry (required when every answer of that status carries them). Raises
+    ``ValueError`` when two errors of one status have different bodies.
+    """
+    by_status: dict[int, list[DocumentedError]] = {}
+    for error in errors:
+        documented = error if isinstance(error, DocumentedError) else DocumentedError.of(error)
+        by_status.setdefault(documented.status, []).append(documented)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, answers in sorted(by_status.items()):
+        bodies = {answer.body for answer in answers}
+        if len(bodies) != 1:
+            raise ValueError(f"status {status} is documented with more than one body")
+        codes = list(dict.fromkeys(answer.code for answer in answers))
+        lines = dict.fromkeys(f"- `{answer.code}`: {answer.detail}" for answer in answers)
+        names = dict.fromkeys(name for answer in answers for name in answer.headers)
+        responses[status] = {
+            "model": bodies.pop(),
+            "description": "\n".join([f"{http.HTTPStatus(status).phrase}.", "", *lines]),
+            "content": {"application/json": {"schema": {"properties": {"error": {"enum": codes}}}}},
+        }
+        if names:
+            responses[status]["headers"] = {
+                name: {
+                    "description": _HEADER_DESCRIPTIONS[name],
+                    "required": all(name in answer.headers for answer in answers),
+                    "schema": {"type": "string"},
+                }
+                for name in names
+            }
+    return responses
+
+
+_HEADER_DESCRIPTIONS = {
+    "WWW-Authenticate": "The authentication challenge (RFC 6750 §3, RFC 7617).",
+    "Retry-After": "Seconds to wait before trying again.",
+}
+
+
+def _header_names(error: type[TokenstileError]) -> tuple[str, ...]:
+    """The headers :func:`_tokenstile_error` adds to an answer to ``error``."""
+    if issubclass(error, AuthenticationError):
+        return ("WWW-Authenticate",)
+    if issubclass(error, RateLimited) or error.status_code == 503:
+        return ("Retry-After",)
+    return ()
 
 
 def install_error_handlers(app: FastAPI) -> None:

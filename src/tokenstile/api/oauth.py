@@ -15,10 +15,23 @@ from urllib.parse import parse_qsl, unquote_plus
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from tokenstile.api.errors import NO_STORE
+from tokenstile.api.errors import (
+    BODY_TOO_LARGE,
+    BODY_TOO_SLOW,
+    NO_STORE,
+    DocumentedError,
+    error_responses,
+)
 from tokenstile.api.metrics import Metrics
+from tokenstile.api.schemas import (
+    Introspection,
+    JwkSet,
+    OAuthErrorBody,
+    OAuthTokenResponse,
+    ServerMetadata,
+)
 from tokenstile.api.security import client_ip
-from tokenstile.core.sessions import TokenPair
+from tokenstile.core.sessions import DEFAULT_CLIENT_ID, TokenPair
 from tokenstile.core.signin import sign_in
 from tokenstile.errors import (
     AuthenticationError,
@@ -52,6 +65,39 @@ class OAuthError(Exception):
             status_code=self.status,
             headers={**NO_STORE, **self.headers},
         )
+
+
+def _documented(status: int, error: str, detail: str, *headers: str) -> DocumentedError:
+    return DocumentedError(status, error, detail, headers, body=OAuthErrorBody)
+
+
+# The answers of the OAuth endpoints, for their OpenAPI entries. Body limits
+# (api/limits.py) answer before the endpoint runs, with the API's own error body.
+_MALFORMED = _documented(
+    400,
+    "invalid_request",
+    "The body is not a form, or a parameter is missing, repeated or malformed.",
+)
+_CLIENT_REFUSED = _documented(
+    401,
+    "invalid_client",
+    "The client authenticated in a way tokenstile does not support (it has only "
+    "public clients: no client secret).",
+    "WWW-Authenticate",
+)
+_UNAVAILABLE = _documented(
+    503, "temporarily_unavailable", StoreUnavailable.default_detail, "Retry-After"
+)
+_FORM_LIMITS = (BODY_TOO_SLOW, BODY_TOO_LARGE)
+
+
+def _form_body(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
+    """``openapi_extra`` declaring the form these endpoints read themselves (``read_form``)."""
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"requestBody": {"required": True, "content": {FORM: {"schema": schema}}}}
+
+
+_TOKEN_PARAMETER = {"type": "string", "description": "An access or a refresh token."}
 
 
 def _oauth_error(exc: TokenstileError) -> OAuthError:
@@ -145,8 +191,41 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
         metrics.tokens_issued.labels(grant).inc()
         return _token_answer(pair)
 
-    @router.post("/auth/token", summary="OAuth 2.0 token endpoint (RFC 6749)")
+    @router.post(
+        "/auth/token",
+        summary="OAuth 2.0 token endpoint (RFC 6749)",
+        response_model=OAuthTokenResponse,
+        responses=error_responses(
+            _MALFORMED,
+            _documented(400, "invalid_grant", "The credentials or the refresh token were refused."),
+            _documented(400, "invalid_scope", "A scope was asked for; tokenstile has none."),
+            _documented(400, "unsupported_grant_type", "The grant type is not supported."),
+            _CLIENT_REFUSED,
+            *_FORM_LIMITS,
+            _documented(429, "slow_down", RateLimited.default_detail, "Retry-After"),
+            _UNAVAILABLE,
+        ),
+        openapi_extra=_form_body(
+            {
+                "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+                "username": {"type": "string", "description": "`password` grant."},
+                "password": {"type": "string", "description": "`password` grant."},
+                "refresh_token": {"type": "string", "description": "`refresh_token` grant."},
+                "client_id": {
+                    "type": "string",
+                    "description": f"Optional; `{DEFAULT_CLIENT_ID}` when left out.",
+                },
+            },
+            ["grant_type"],
+        ),
+    )
     async def token(request: Request) -> Response:
+        """The `password` grant (RFC 6749 §4.3) signs in; the `refresh_token` grant (§6)
+        rotates a refresh token as `POST /auth/refresh` does. Public clients send at most
+        a `client_id`, in the form or as HTTP Basic with an empty secret; a client secret
+        is refused. Errors use the RFC's `{error, error_description}` body; a refused
+        token or password is `invalid_grant`, its tokenstile code at the start of the
+        description."""
         try:
             form = await read_form(request)
             client_id = client_id_of(request, form)
@@ -188,8 +267,23 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
             client_id=client_id,
         )
 
-    @router.post("/auth/revoke", summary="Token revocation (RFC 7009)")
+    @router.post(
+        "/auth/revoke",
+        summary="Token revocation (RFC 7009)",
+        response_class=Response,
+        response_description="The token's session has ended, or the token was not usable.",
+        responses=error_responses(_MALFORMED, _CLIENT_REFUSED, *_FORM_LIMITS, _UNAVAILABLE),
+        openapi_extra=_form_body(
+            {
+                "token": _TOKEN_PARAMETER,
+                "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
+            },
+            ["token"],
+        ),
+    )
     async def revoke(request: Request) -> Response:
+        """End the session of an access or refresh token. Answers 200 for tokens that are
+        unknown, forged or expired too: the caller learns nothing about them."""
         try:
             form = await read_form(request)
             client_id_of(request, form)
@@ -202,8 +296,29 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
             return fail(exc)
         return Response(status_code=200, headers=NO_STORE)
 
-    @router.post("/auth/introspect", summary="Token introspection (RFC 7662)")
+    @router.post(
+        "/auth/introspect",
+        summary="Token introspection (RFC 7662)",
+        response_model=Introspection,
+        responses=error_responses(
+            _MALFORMED,
+            _documented(
+                401,
+                "invalid_client",
+                "The `Authorization: Bearer` header is not the introspection secret.",
+                "WWW-Authenticate",
+            ),
+            DocumentedError(
+                404, "not_found", "Introspection is off: `INTROSPECTION_SECRET` is not set."
+            ),
+            *_FORM_LIMITS,
+            _UNAVAILABLE,
+        ),
+        openapi_extra=_form_body({"token": _TOKEN_PARAMETER}, ["token"]),
+    )
     async def introspect(request: Request) -> Response:
+        """What an access or refresh token says, if it is usable now. The caller
+        authenticates with `Authorization: Bearer <INTROSPECTION_SECRET>`."""
         rt = runtime()
         secret = rt.settings.introspection_secret
         if secret is None:
@@ -246,13 +361,21 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
             answer["aud"] = rt.settings.audience
         return JSONResponse(answer, headers=NO_STORE)
 
-    @router.get("/.well-known/jwks.json", summary="Public signing keys (RFC 7517)")
+    @router.get(
+        "/.well-known/jwks.json", summary="Public signing keys (RFC 7517)", response_model=JwkSet
+    )
     async def jwks() -> JSONResponse:
+        """The keys that verify access tokens, by `kid`; empty under HS256."""
         # Public keys only; an empty set under HS256, whose key is never published.
         return JSONResponse(runtime().keys.jwks(), headers={"Cache-Control": "max-age=300"})
 
-    @router.get("/.well-known/oauth-authorization-server", summary="Metadata (RFC 8414)")
+    @router.get(
+        "/.well-known/oauth-authorization-server",
+        summary="Metadata (RFC 8414)",
+        response_model=ServerMetadata,
+    )
     async def metadata() -> JSONResponse:
+        """Where the endpoints are and what they support, from `PUBLIC_URL` and `ISSUER`."""
         settings = runtime().settings
         # From the configuration only: the request's Host is the client's to choose.
         base = settings.external_url

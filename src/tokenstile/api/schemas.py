@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,3 +80,72 @@ class SessionOut(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer outside the OAuth 2.0 endpoints.
+
+    ``error`` is a stable machine-readable code (the codes each answer can carry are
+    listed with it); ``detail`` is a sentence for people, in English, or in Korean when
+    ``Accept-Language`` prefers ``ko``. The code never changes with the language.
+    """
+
+    error: str
+    detail: str
+
+
+class OAuthErrorBody(BaseModel):
+    """An error of the OAuth 2.0 endpoints, in the format of RFC 6749 §5.2."""
+
+    error: str
+    error_description: str
+
+
+class OAuthTokenResponse(BaseModel):
+    """A successful token endpoint answer (RFC 6749 §5.1)."""
+
+    access_token: str
+    token_type: str = Field(description="Always `Bearer`.")
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+
+class Introspection(BaseModel):
+    """An RFC 7662 introspection answer: only ``active`` for a token that is not usable
+    now (unknown, expired, revoked, rotated out), the token's claims otherwise."""
+
+    active: bool
+    token_type: str | None = Field(default=None, description="`access_token` or `refresh_token`.")
+    sub: str | None = None
+    username: str | None = None
+    client_id: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    jti: str | None = None
+    sid: str | None = None
+    iss: str | None = None
+    aud: str | None = Field(default=None, description="Access tokens only.")
+
+
+class JwkSet(BaseModel):
+    """The public verification keys (RFC 7517); empty under HS256."""
+
+    keys: list[dict[str, Any]]
+
+
+class ServerMetadata(BaseModel):
+    """RFC 8414 authorization server metadata; the introspection fields only when
+    ``INTROSPECTION_SECRET`` is set."""
+
+    issuer: str
+    token_endpoint: str
+    jwks_uri: str
+    grant_types_supported: list[str]
+    response_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint: str
+    revocation_endpoint_auth_methods_supported: list[str]
+    scopes_supported: list[str]
+    introspection_endpoint: str | None = None
+    introspection_endpoint_auth_methods_supported: list[str] | None = None

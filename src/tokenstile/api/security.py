@@ -43,7 +43,15 @@ class CurrentUser(OAuth2PasswordBearer):
     def __init__(
         self, sessions: Callable[[], SessionService], *, token_url: str = "/auth/token"
     ) -> None:
-        super().__init__(tokenUrl=token_url, refreshUrl=token_url, scheme_name="tokenstile")
+        super().__init__(
+            tokenUrl=token_url,
+            refreshUrl=token_url,
+            scheme_name="tokenstile",
+            description=(
+                "Sign in with a tokenstile username and password. These docs are a public "
+                "client: the `client_id` is filled in, and there is no client secret."
+            ),
+        )
         self._sessions = sessions
 
     async def __call__(self, request: Request) -> AccessClaims:  # type: ignore[override]
