@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 from alembic.script import ScriptDirectory
 
@@ -782,8 +783,15 @@ def test_a_command_shows_audit_lines_only_with_verbose(cli: Cli) -> None:
     loud = cli("--verbose", "user", "disable", name)
     assert_ok(loud)
     assert loud.stdout == f"disabled {name}; ended 0 session(s)\n"
-    (line,) = [line for line in loud.stderr.splitlines() if line.startswith("{")]
-    assert json.loads(line)["event"] == "sessions_ended", loud.stderr
+    lines = [line for line in loud.stderr.splitlines() if line.startswith("{")]
+    (disabled, revoked) = [json.loads(line) for line in lines]
+    assert disabled["event"] == "user.disabled", loud.stderr
+    assert disabled["actor"] == revoked["actor"] == "cli"
+    assert (revoked["event"], revoked["reason"], revoked["count"]) == (
+        "session.revoked",
+        "user_disabled",
+        0,
+    )
 
 
 def test_a_command_that_creates_the_data_dir_says_where(cli: Cli) -> None:
@@ -795,50 +803,96 @@ def test_a_command_that_creates_the_data_dir_says_where(cli: Cli) -> None:
     assert again.stderr == ""
 
 
+AUDIT_CORE_FIELDS = {"time", "event", "outcome", "reason", "user_id", "sid", "ip", "user_agent"}
+
+
 def test_serve_writes_every_audit_event_as_json_without_any_credential(cli: Cli) -> None:
     audit_file = cli.cwd / "audit.jsonl"
-    name = new_username()
+    name, other = new_username(), new_username()
+    new_password, wrong_password = "a new pass phrase 2", "not the right one 3"
     assert_ok(cli.add_user(name))
+    assert_ok(cli.add_user(other))
     service = ServiceProcess(
         {
             "data_dir": str(cli.data_dir),
             "audit_log": str(audit_file),
             "refresh_grace": "0",
+            "login_rate_limit": "2/minute",
             **{k.removeprefix("TOKENSTILE_").lower(): v for k, v in FAST_HASHING.items()},
         },
         cwd=cli.cwd,
     ).start()
+    agent = {"User-Agent": "audit-test/1.0"}
+    http = httpx.Client(base_url=service.base_url, headers=agent, timeout=10)
+
+    def sign_in(username: str, password: str = PASSWORD) -> httpx.Response:
+        return http.post("/auth/login", json={"username": username, "password": password})
+
     try:
-        pair = logged_in(service.base_url, name)
-        child = httpx.post(
-            f"{service.base_url}/auth/refresh",
-            json={"refresh_token": pair["refresh_token"]},
-            timeout=10,
-        ).json()
-        reused = httpx.post(
-            f"{service.base_url}/auth/refresh",
-            json={"refresh_token": pair["refresh_token"]},
-            timeout=10,
-        )
+        pair = sign_in(name).json()
+        refused = [sign_in(other, wrong_password).status_code for _ in range(3)]
+        assert refused == [401, 401, 429]
+        assert sign_in("nobody-" + name).status_code == 401
+        child = http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).json()
+        reused = http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
         assert reused.json()["error"] == "token_reused"
-        other = logged_in(service.base_url, name)
-        out = httpx.post(
-            f"{service.base_url}/auth/logout",
-            headers=bearer(other["access_token"]),
-            json={"refresh_token": other["refresh_token"]},
-            timeout=10,
+        leaving = sign_in(name).json()
+        out = http.post(
+            "/auth/logout",
+            headers=bearer(leaving["access_token"]),
+            json={"refresh_token": leaving["refresh_token"]},
         )
         assert out.status_code == 204, out.text
+        changing, ended = sign_in(name).json(), sign_in(name).json()
+        changed = http.post(
+            "/auth/password",
+            headers=bearer(changing["access_token"]),
+            json={"current_password": PASSWORD, "new_password": new_password},
+        )
+        assert changed.status_code == 204, changed.text
+        everything = http.post("/auth/logout-all", headers=bearer(changing["access_token"]))
+        assert everything.status_code == 204, everything.text
+        disabled = cli("user", "disable", name, TOKENSTILE_AUDIT_LOG=str(audit_file))
+        assert_ok(disabled)
     finally:
+        http.close()
         service.stop()
     events = [json.loads(line) for line in audit_file.read_text().splitlines()]
-    assert [event["event"] for event in events] == ["refresh_token_reused", "session_ended"]
-    assert all(set(event) >= {"time", "event", "sid"} for event in events), events
+    assert [(event["event"], event["outcome"], event["reason"]) for event in events] == [
+        ("login.succeeded", "ok", None),
+        ("login.failed", "refused", "wrong_password"),
+        ("login.failed", "refused", "wrong_password"),
+        ("rate_limited", "refused", "login:user"),
+        ("login.failed", "refused", "unknown_user"),
+        ("token.refreshed", "ok", "rotated"),
+        ("token.reuse_detected", "refused", "token_reused"),
+        ("login.succeeded", "ok", None),
+        ("logout", "ok", "logout"),
+        ("login.succeeded", "ok", None),
+        ("login.succeeded", "ok", None),
+        ("password.changed", "ok", "changed"),
+        ("session.revoked", "ok", "password_changed"),
+        ("logout_all", "ok", "logout_all"),
+        ("user.disabled", "ok", None),
+        ("session.revoked", "ok", "user_disabled"),
+    ], events
+    assert all(set(event) >= AUDIT_CORE_FIELDS for event in events), events
+    by_http, by_cli = events[:-2], events[-2:]
+    assert all(e["ip"] == "127.0.0.1" and e["user_agent"] == "audit-test/1.0" for e in by_http)
+    assert all(e["actor"] == "cli" and e["ip"] is None for e in by_cli), by_cli
+    user_id = jwt.decode(pair["access_token"], options={"verify_signature": False})["sub"]
+    mine = [e for e in events if e["event"] not in ("rate_limited", "login.failed")]
+    assert {e["user_id"] for e in mine} == {user_id}
+    assert events[5]["sid"] == events[6]["sid"] == events[0]["sid"] is not None
+    assert events[12]["count"] == 1  # `ended`
+    assert events[13]["count"] == 1  # then `changing`
     assert stat.S_IMODE(audit_file.stat().st_mode) == 0o600
-    captured = audit_file.read_text() + service.log.read_text()
-    for secret in (PASSWORD, *pair.values(), *child.values(), *other.values()):
-        if isinstance(secret, str) and len(secret) > 8:
-            assert secret not in captured
+    captured = audit_file.read_text() + service.log.read_text() + disabled.stdout + disabled.stderr
+    credentials = (PASSWORD, new_password, wrong_password)
+    for pair_seen in (pair, child, leaving, changing, ended):
+        credentials += (pair_seen["access_token"], pair_seen["refresh_token"])
+    for secret in credentials:
+        assert secret not in captured
 
 
 def test_audit_log_off_writes_no_audit_line(cli: Cli) -> None:
@@ -846,4 +900,5 @@ def test_audit_log_off_writes_no_audit_line(cli: Cli) -> None:
     assert_ok(cli.add_user(name))
     loud = cli("--verbose", "user", "disable", name, TOKENSTILE_AUDIT_LOG="off")
     assert_ok(loud)
-    assert "sessions_ended" not in loud.stderr, loud.stderr
+    assert "user.disabled" not in loud.stderr, loud.stderr
+    assert "{" not in loud.stderr, loud.stderr

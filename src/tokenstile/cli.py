@@ -34,6 +34,8 @@ KEEP_ALIVE_TIMEOUT = 5
 logger = logging.getLogger("tokenstile")
 _AUDIT = "tokenstile.audit"
 """The logger that AUDIT_LOG=stderr writes its JSON lines to, bare (one object a line)."""
+ACTOR = "cli"
+"""The ``actor`` of the audit events an administrator's command causes."""
 
 _fresh_data_dirs: set[Path] = set()
 """DATA_DIRs that did not exist when the command read its settings: if the command made
@@ -282,8 +284,8 @@ def user_passwd(name: str, password_stdin: PasswordStdin = False) -> None:
     async def passwd(runtime: Runtime) -> int:
         # The new password bumps the credential version before the sessions end
         # (invariant 11), so no login in flight with the old one keeps a session.
-        user = await runtime.accounts.set_password(name, password)
-        return await runtime.sessions.end_all(user.id, reason="password_changed")
+        user = await runtime.accounts.set_password(name, password, actor=ACTOR)
+        return await runtime.sessions.end_all(user.id, reason="password_changed", actor=ACTOR)
 
     ended = _run(passwd)
     typer.echo(f"changed the password of {name}; ended {ended} session(s)")
@@ -319,8 +321,8 @@ def user_disable(name: str) -> None:
     """Disable a user and end all of their sessions."""
 
     async def disable(runtime: Runtime) -> int:
-        user = await runtime.accounts.disable(name)
-        return await runtime.sessions.end_all(user.id, reason="user_disabled")
+        user = await runtime.accounts.disable(name, actor=ACTOR)
+        return await runtime.sessions.end_all(user.id, reason="user_disabled", actor=ACTOR)
 
     ended = _run(disable)
     typer.echo(f"disabled {name}; ended {ended} session(s)")
@@ -372,7 +374,7 @@ def sessions_revoke(
         typer.echo(f"ended {ended} session(s) of {name}")
     elif session is not None and user is None:
         sid = session
-        if not _run(lambda runtime: runtime.sessions.end(sid, reason="admin")):
+        if not _run(lambda runtime: runtime.sessions.end(sid, reason="admin", actor=ACTOR)):
             raise _fail(f"no live session {sid!r}")
         typer.echo(f"ended session {sid}")
     else:
@@ -382,7 +384,7 @@ def sessions_revoke(
 async def _end_all_sessions(runtime: Runtime, username: str) -> int:
     account = await runtime.accounts.find(username)
     await runtime.accounts.invalidate_credentials(account.id)  # before: invariant 11
-    return await runtime.sessions.end_all(account.id, reason="admin")
+    return await runtime.sessions.end_all(account.id, reason="admin", actor=ACTOR)
 
 
 @app.command()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO, TypeVar, cast
 
 import argon2
 
-from tokenstile.backends import Stores, open_stores
+from tokenstile.backends import Stores, backend_name, open_stores
 from tokenstile.core.accounts import AccountService
 from tokenstile.core.audit import AuditLog, AuditLogs, JsonAuditLog
 from tokenstile.core.clock import Clock, system_clock
@@ -19,7 +21,7 @@ from tokenstile.core.keys import KeyRing
 from tokenstile.core.passwords import PasswordHasher
 from tokenstile.core.ratelimit import RateLimiter, RatePolicy
 from tokenstile.core.sessions import SessionPolicy, SessionService
-from tokenstile.errors import ConfigurationError
+from tokenstile.errors import ConfigurationError, StoreUnavailable
 from tokenstile.keyfiles import KeySetFile, load_or_create_keys, load_or_create_secret
 from tokenstile.settings import Settings
 
@@ -79,17 +81,36 @@ def key_ring(settings: Settings, *, clock: Clock = system_clock) -> KeyRing:
 
 
 def open_runtime(
-    settings: Settings, *, clock: Clock = system_clock, audit: AuditLog | None = None
+    settings: Settings,
+    *,
+    clock: Clock = system_clock,
+    audit: AuditLog | None = None,
+    on_store_error: Callable[[str], None] | None = None,
 ) -> Runtime:
     """Wire the runtime on the stores ``settings`` name; nothing connects until first use.
 
     Security events go to ``audit`` as well as to ``AUDIT_LOG``: one JSON object a line
     on the ``tokenstile.audit`` logger (``stderr``: its handlers decide where it shows),
-    appended to a file, or nowhere (``off``). Raises ``OSError`` for a file it cannot open.
+    appended to a file, or nowhere (``off``). ``on_store_error`` is called with the
+    store's kind (``sqlite``, ``postgresql``, ``redis``, ``redis-cluster``) each time a
+    store call the services make fails. Raises ``OSError`` for a file it cannot open.
     """
     stores = open_stores(settings)
-    limiter = RateLimiter(stores.rates, clock=clock, enabled=settings.rate_limit_enabled)
-    rates = RatePolicy.parse(
+    users, sessions, rates = stores.database.users, stores.sessions, stores.rates
+    if on_store_error is not None:
+        database_kind = stores.database.name.split(" ", 1)[0]
+        users = _counting_failures(users, database_kind, on_store_error)
+        sessions = _counting_failures(sessions, backend_name(settings), on_store_error)
+        rates = _counting_failures(rates, backend_name(settings), on_store_error)
+    audit_file = _open_audit_file(settings)
+    logs: list[AuditLog] = [] if audit is None else [audit]
+    if audit_file is not None:
+        logs.append(JsonAuditLog(_line_writer(audit_file), clock=clock))
+    elif settings.audit_log == "stderr":
+        logs.append(JsonAuditLog(_audit_logger.warning, clock=clock))
+    audit_logs = AuditLogs(*logs)
+    limiter = RateLimiter(rates, clock=clock, enabled=settings.rate_limit_enabled, audit=audit_logs)
+    limits = RatePolicy.parse(
         login=settings.login_rate_limit,
         register=settings.register_rate_limit,
         refresh=settings.refresh_rate_limit,
@@ -110,18 +131,12 @@ def open_runtime(
         refresh_grace=settings.refresh_grace,
         stale_after=settings.store_timeout,
     )
-    audit_file = _open_audit_file(settings)
-    logs: list[AuditLog] = [] if audit is None else [audit]
-    if audit_file is not None:
-        logs.append(JsonAuditLog(_line_writer(audit_file), clock=clock))
-    elif settings.audit_log == "stderr":
-        logs.append(JsonAuditLog(_audit_logger.warning, clock=clock))
     return Runtime(
         settings=settings,
         keys=keys,
         stores=stores,
         accounts=AccountService(
-            stores.database.users,
+            users,
             PasswordHasher(
                 argon2.PasswordHasher(
                     time_cost=settings.argon2_time_cost,
@@ -132,16 +147,17 @@ def open_runtime(
             clock=clock,
             allow_registration=settings.allow_registration,
             limiter=limiter,
-            rates=rates,
+            rates=limits,
+            audit=audit_logs,
         ),
         sessions=SessionService(
-            stores.sessions,
+            sessions,
             codec,
             policy,
             clock=clock,
-            audit=AuditLogs(*logs),
+            audit=audit_logs,
             limiter=limiter,
-            rates=rates,
+            rates=limits,
         ),
         clock=clock,
         audit_file=audit_file,
@@ -149,6 +165,37 @@ def open_runtime(
 
 
 _audit_logger = logging.getLogger("tokenstile.audit")
+
+_Store = TypeVar("_Store")
+
+
+def _counting_failures(store: _Store, kind: str, count: Callable[[str], None]) -> _Store:
+    """``store``, whose coroutine methods call ``count(kind)`` when they raise
+    ``StoreUnavailable`` (for the store-error metric); everything else passes through."""
+    return cast(_Store, _FailureCounter(store, kind, count))
+
+
+class _FailureCounter:
+    def __init__(self, store: object, kind: str, count: Callable[[str], None]) -> None:
+        self._store = store
+        self._kind = kind
+        self._count = count
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if not inspect.iscoroutinefunction(value):
+            return value
+
+        @functools.wraps(value)
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await value(*args, **kwargs)
+            except StoreUnavailable:
+                self._count(self._kind)
+                raise
+
+        setattr(self, name, counted)  # resolved once: later calls skip __getattr__
+        return counted
 
 
 def _open_audit_file(settings: Settings) -> TextIO | None:

@@ -112,7 +112,7 @@ def test_invariant_4_reuse_detection_revokes_the_session(
         assert me.json()["error"] == "token_revoked"
     sid = jwt.decode(pair["refresh_token"], options={"verify_signature": False})["sid"]
     audit = [r for r in caplog.records if r.name == "tokenstile.audit"]
-    assert any("refresh_token_reused" in r.getMessage() and sid in r.getMessage() for r in audit)
+    assert any("token.reuse_detected" in r.getMessage() and sid in r.getMessage() for r in audit)
     assert not any(pair["refresh_token"] in r.getMessage() for r in caplog.records)
 
 

@@ -1,4 +1,5 @@
-"""``GET /metrics``: Prometheus counters of issued tokens, error answers and audit events."""
+"""``GET /metrics``: Prometheus metrics of request latency per route, issued tokens, error
+answers, store failures and audit events."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.accounts import PASSWORD, bearer, refresh, register, signed_in
+from tests.redis_server import PrivateRedis
 from tests.servers import LiveServer
 
 
@@ -44,6 +46,51 @@ def test_metrics_count_issued_tokens_errors_and_reuse(serve: Callable[..., LiveS
     assert sample(server, 'tokenstile_tokens_issued_total{grant="password"}') == 1
     assert sample(server, 'tokenstile_errors_total{code="token_reused"}') == 1
     assert sample(server, 'tokenstile_errors_total{code="token_revoked"}') == 1
-    assert sample(server, 'tokenstile_audit_events_total{event="refresh_token_reused"}') == 1
+    assert sample(server, 'tokenstile_audit_events_total{event="token.reuse_detected"}') == 1
+    assert sample(server, 'tokenstile_audit_events_total{event="login.succeeded"}') == 2
     assert "process_cpu_seconds_total" in server.client.get("/metrics").text
     assert pair["refresh_token"] not in server.client.get("/metrics").text
+
+
+def test_request_latency_is_a_histogram_per_route_template(server: LiveServer) -> None:
+    pair = signed_in(server.client)
+    for _ in range(3):
+        assert server.client.get("/users/me", headers=bearer(pair["access_token"])).is_success
+    sessions = server.client.get("/auth/sessions", headers=bearer(pair["access_token"])).json()
+    for sid in (sessions[0]["id"], "no-such-session-a", "no-such-session-b"):
+        server.client.delete(f"/auth/sessions/{sid}", headers=bearer(pair["access_token"]))
+    for path in ("/no/such/page", "/another/unknown/path"):
+        assert server.client.get(path).status_code == 404
+    assert server.client.get("/static/tokenstile.js").is_success
+
+    duration = "tokenstile_request_duration_seconds"
+    assert sample(server, f'{duration}_count{{route="/users/me"}}') == 3
+    assert sample(server, f'{duration}_bucket{{le="+Inf",route="/users/me"}}') == 3
+    assert sample(server, f'{duration}_count{{route="/auth/login"}}') == 1
+    # The template, never the raw path: one series for every session id.
+    assert sample(server, f'{duration}_count{{route="/auth/sessions/{{sid}}"}}') == 3
+    assert sample(server, f'{duration}_count{{route="unmatched"}}') == 2
+    assert sample(server, f'{duration}_count{{route="/static/{{path}}"}}') == 1
+    page = server.client.get("/metrics").text
+    assert sessions[0]["id"] not in page
+    assert "/no/such/page" not in page
+    assert sample(server, f'{duration}_sum{{route="/users/me"}}') > 0
+
+
+def test_a_store_outage_counts_store_errors_by_store_kind(
+    serve: Callable[..., LiveServer], private_redis: PrivateRedis
+) -> None:
+    server = serve(redis_url=private_redis.url, store_timeout=0.5)
+    pair = signed_in(server.client)
+    errors = 'tokenstile_store_errors_total{store="redis"}'
+    assert sample(server, errors) == 0
+
+    private_redis.stop()
+    answers = [
+        server.client.get("/users/me", headers=bearer(pair["access_token"])) for _ in range(2)
+    ]
+
+    assert [answer.status_code for answer in answers] == [503, 503]
+    assert sample(server, errors) == 2
+    assert sample(server, 'tokenstile_store_errors_total{store="sqlite"}') == 0
+    assert sample(server, 'tokenstile_errors_total{code="store_unavailable"}') == 2

@@ -242,7 +242,8 @@ async def test_grace_window_returns_the_identical_refresh_token(
     assert codec.decode_refresh(following.refresh_token).jti != (
         codec.decode_refresh(first.refresh_token).jti
     )
-    assert audit.named("refresh_token_reused") == []
+    assert audit.named("token.reuse_detected") == []
+    assert [e["reason"] for e in audit.named("token.refreshed")] == ["rotated", "grace", "rotated"]
 
 
 async def test_grandparent_token_is_reuse_that_ends_the_session(
@@ -259,7 +260,7 @@ async def test_grandparent_token_is_reuse_that_ends_the_session(
     with pytest.raises(TokenReused):
         await sessions.refresh(login.refresh_token)
 
-    reused = audit.named("refresh_token_reused")
+    reused = audit.named("token.reuse_detected")
     assert len(reused) == 1
     assert reused[0]["sid"] == login.session.sid
     assert reused[0]["user_id"] == alice.id
@@ -418,7 +419,16 @@ async def test_logout_with_an_access_token_ends_its_session(
     await sessions.logout(access=claims, refresh_token=None)
 
     await assert_session_dead(sessions, pair)
-    assert audit.named("session_ended") == [{"sid": pair.session.sid, "reason": "logout"}]
+    assert audit.named("logout") == [
+        {
+            "outcome": "ok",
+            "reason": "logout",
+            "user_id": alice.id,
+            "sid": pair.session.sid,
+            "ip": None,
+            "user_agent": None,
+        }
+    ]
 
 
 async def test_logout_ignores_a_refresh_token_of_another_user(
@@ -477,8 +487,16 @@ async def test_end_all_with_keep_sid_keeps_exactly_that_session(
     assert [s.sid for s in await sessions.list_sessions(alice.id)] == [kept.session.sid]
     assert (await sessions.authenticate(kept.access_token)).sid == kept.session.sid
     assert (await sessions.authenticate(bobs.access_token)).sub == bob.id
-    assert audit.named("sessions_ended") == [
-        {"user_id": alice.id, "reason": "password_changed", "count": 2}
+    assert audit.named("session.revoked") == [
+        {
+            "outcome": "ok",
+            "reason": "password_changed",
+            "user_id": alice.id,
+            "sid": kept.session.sid,
+            "ip": None,
+            "user_agent": None,
+            "count": 2,
+        }
     ]
 
 
@@ -531,9 +549,11 @@ async def test_tokens_never_appear_in_the_audit_log(
 
     logged = " ".join(f"{name} {fields!r}" for name, fields in audit.events)
     assert {name for name, _ in audit.events} == {
-        "refresh_token_reused",
-        "session_ended",
-        "sessions_ended",
+        "login.succeeded",
+        "token.refreshed",
+        "token.reuse_detected",
+        "logout",
+        "logout_all",
     }
     for pair in issued:
         for secret in (pair.access_token, pair.refresh_token, pair.session.current_jti):

@@ -15,7 +15,7 @@ from tokenstile.api.cookies import CookieTransport
 from tokenstile.api.docs import install_docs
 from tokenstile.api.errors import install_error_handlers
 from tokenstile.api.limits import BodyLimit
-from tokenstile.api.metrics import Metrics
+from tokenstile.api.metrics import Metrics, RequestTimer
 from tokenstile.api.oauth import oauth_router
 from tokenstile.api.routes import auth_router, health_router
 from tokenstile.api.security import CurrentUser, OptionalUser
@@ -88,7 +88,9 @@ class Tokenstile:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
-        runtime = open_runtime(self.settings, audit=self.metrics)
+        runtime = open_runtime(
+            self.settings, audit=self.metrics, on_store_error=self.metrics.store_failed
+        )
         await runtime.stores.start()
         logger.info("stores: %s", runtime.stores.description)
         self._runtime = runtime
@@ -154,5 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.metrics.router())
     install_web(app)
     install_docs(app)
+    # Outermost, so the latency includes the body limit and the error handlers.
+    app.add_middleware(RequestTimer, metrics=auth.metrics, routes=app.router.routes)
     app.state.tokenstile = auth
     return app

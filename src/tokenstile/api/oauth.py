@@ -240,7 +240,9 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
                 if "refresh_token" not in form:
                     raise OAuthError("invalid_request", "refresh_token is required.")
                 pair = await runtime().sessions.refresh(
-                    form["refresh_token"], client_ip=client_ip(request)
+                    form["refresh_token"],
+                    client_ip=client_ip(request),
+                    user_agent=request.headers.get("user-agent"),
                 )
                 return issued(pair, "refresh_token")
             raise OAuthError(
@@ -289,7 +291,11 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
             client_id_of(request, form)
             if "token" not in form:
                 raise OAuthError("invalid_request", "token is required.")
-            await runtime().sessions.revoke_token(form["token"])
+            await runtime().sessions.revoke_token(
+                form["token"],
+                client_ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
+            )
         except OAuthError as exc:
             return fail(exc)
         except TokenstileError as exc:

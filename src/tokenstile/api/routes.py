@@ -62,6 +62,10 @@ def _no_store(response: Response) -> None:
     response.headers.update(NO_STORE)
 
 
+def _user_agent(request: Request) -> str | None:
+    return request.headers.get("user-agent")
+
+
 def auth_router(
     runtime: Callable[[], Runtime],
     cookies: CookieTransport,
@@ -98,7 +102,10 @@ def auth_router(
         characters. Does not sign the new user in: call `POST /auth/login` next.
         Answers 403 when `ALLOW_REGISTRATION=false`."""
         user = await runtime().accounts.register(
-            body.username, body.password, client_ip=client_ip(request)
+            body.username,
+            body.password,
+            client_ip=client_ip(request),
+            user_agent=_user_agent(request),
         )
         return UserOut(id=user.id, username=user.username)
 
@@ -132,7 +139,7 @@ def auth_router(
             body.username,
             body.password,
             client_ip=client_ip(request),
-            user_agent=request.headers.get("user-agent"),
+            user_agent=_user_agent(request),
             remember_me=body.remember_me,
         )
         return answer(request, response, pair, grant="login", by_cookie=wants_cookie(request))
@@ -169,7 +176,9 @@ def auth_router(
         if not token:
             raise InvalidRequest("refresh_token is required.")
         try:
-            pair = await runtime().sessions.refresh(token, client_ip=client_ip(request))
+            pair = await runtime().sessions.refresh(
+                token, client_ip=client_ip(request), user_agent=_user_agent(request)
+            )
         except AuthenticationError as exc:
             # The server rejected this token for good: drop the dead cookie. Any
             # other failure (503) leaves it, so the client can retry.
@@ -198,7 +207,12 @@ def auth_router(
         refresh_token = body.refresh_token if body else None
         if refresh_token is None:
             refresh_token = cookies.refresh_token(request)
-        await runtime().sessions.logout(access=user, refresh_token=refresh_token)
+        await runtime().sessions.logout(
+            access=user,
+            refresh_token=refresh_token,
+            client_ip=client_ip(request),
+            user_agent=_user_agent(request),
+        )
         cookies.clear(response)
 
     @router.post(
@@ -208,9 +222,11 @@ def auth_router(
         summary="End every session of the user",
         responses=error_responses(*_BEARER),
     )
-    async def logout_all(user: User) -> None:
+    async def logout_all(user: User, request: Request) -> None:
         """End every session of the bearer's user, this one included."""
-        await runtime().sessions.end_all(user.sub)
+        await runtime().sessions.end_all(
+            user.sub, sid=user.sid, client_ip=client_ip(request), user_agent=_user_agent(request)
+        )
 
     @router.get(
         "/auth/sessions",
@@ -232,10 +248,12 @@ def auth_router(
         summary="End one of the user's sessions",
         responses=error_responses(*_BEARER, NotFound),
     )
-    async def end_session(sid: str, user: User) -> None:
+    async def end_session(sid: str, user: User, request: Request) -> None:
         """End the session `sid` of the bearer's user; 404 for a session that does not
         exist, has ended, or belongs to someone else."""
-        await runtime().sessions.end_own(user.sub, sid)
+        await runtime().sessions.end_own(
+            user.sub, sid, client_ip=client_ip(request), user_agent=_user_agent(request)
+        )
 
     @router.post(
         "/auth/password",
@@ -246,14 +264,17 @@ def auth_router(
             *_JSON_BODY, *_BEARER, InvalidCredentials, WrongPassword, WeakPassword, RateLimited
         ),
     )
-    async def change_password(body: PasswordChange, user: User) -> None:
+    async def change_password(body: PasswordChange, user: User, request: Request) -> None:
         """Replace the password after checking the current one (403 when it is wrong,
         so that clients do not mistake it for a refused token); every other session of
         the user ends. A 401 `invalid_credentials` means the account was disabled."""
         rt = runtime()
         # The change bumps the credential version before the sessions end (invariant 11).
-        await rt.accounts.change_password(user.sub, body.current_password, body.new_password)
-        await rt.sessions.end_all(user.sub, reason="password_changed", keep_sid=user.sid)
+        asker = {"client_ip": client_ip(request), "user_agent": _user_agent(request)}
+        await rt.accounts.change_password(
+            user.sub, body.current_password, body.new_password, sid=user.sid, **asker
+        )
+        await rt.sessions.end_all(user.sub, reason="password_changed", keep_sid=user.sid, **asker)
 
     @router.get(
         "/users/me",

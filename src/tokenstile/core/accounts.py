@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 
+from tokenstile.core.audit import NO_AUDIT, OK, REFUSED, AuditLog
 from tokenstile.core.clock import Clock
 from tokenstile.core.passwords import PasswordHasher
 from tokenstile.core.ratelimit import DEFAULT_RATES, RateLimiter, RatePolicy
@@ -48,7 +49,11 @@ def check_password_policy(password: str, username: str) -> None:
 
 
 class AccountService:
-    """Creates accounts and checks passwords; knows nothing of sessions."""
+    """Creates accounts and checks passwords; knows nothing of sessions.
+
+    Audits ``login.failed``, ``password.changed`` and ``user.disabled`` (and, through
+    the limiter, ``rate_limited``); a successful login is the session service's to audit.
+    """
 
     def __init__(
         self,
@@ -59,7 +64,9 @@ class AccountService:
         allow_registration: bool = True,
         limiter: RateLimiter | None = None,
         rates: RatePolicy = DEFAULT_RATES,
+        audit: AuditLog = NO_AUDIT,
     ) -> None:
+        self._audit = audit
         self._users = users
         self._hasher = hasher
         self._clock = clock
@@ -68,14 +75,23 @@ class AccountService:
         self._rates = rates
 
     async def register(
-        self, username: str, password: str, *, client_ip: str | None = None
+        self,
+        username: str,
+        password: str,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
     ) -> UserRecord:
         """Self-service sign-up; ``RegistrationClosed`` when turned off, ``RateLimited``
         past ``REGISTER_RATE_LIMIT`` attempts from one address."""
         if not self._allow_registration:
             raise RegistrationClosed()
         if self._limiter is not None and client_ip:
-            await self._limiter.admit([(f"register:ip:{client_ip}", self._rates.register_per_ip)])
+            await self._limiter.admit(
+                [(f"register:ip:{client_ip}", self._rates.register_per_ip)],
+                ip=client_ip,
+                user_agent=user_agent,
+            )
         return await self.create_user(username, password)
 
     async def create_user(self, username: str, password: str) -> UserRecord:
@@ -92,7 +108,12 @@ class AccountService:
         return user
 
     async def authenticate(
-        self, username: str, password: str, *, client_ip: str | None = None
+        self,
+        username: str,
+        password: str,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
     ) -> UserRecord:
         """The user these credentials name; ``InvalidCredentials`` otherwise.
 
@@ -100,7 +121,9 @@ class AccountService:
         Every attempt is counted, atomically, before the password is checked (invariant
         12): past ``LOGIN_RATE_LIMIT`` attempts for one name in any period-long span (or
         ten times that from one address) raises ``RateLimited`` without checking it. A
-        right password takes back its count for the name, not for the address.
+        right password takes back its count for the name, not for the address. A refusal
+        is audited as ``login.failed`` (reason ``unknown_user``, ``wrong_password`` or
+        ``account_disabled``; never the name that was tried).
         """
         # Counted under the normalised name: every spelling of one account shares a limit.
         try:
@@ -112,22 +135,38 @@ class AccountService:
         if client_ip:
             keys.append((f"login:ip:{client_ip}", self._rates.login_per_ip))
         if self._limiter is None:
-            return await self._verify(username, password)
-        admission = await self._limiter.admit(keys)
-        user = await self._verify(username, password)
+            return await self._verify(username, password, client_ip, user_agent)
+        admission = await self._limiter.admit(keys, ip=client_ip, user_agent=user_agent)
+        user = await self._verify(username, password, client_ip, user_agent)
         await self._limiter.release(admission, account_key)
         return user
 
-    async def _verify(self, username: str, password: str) -> UserRecord:
+    async def _verify(
+        self, username: str, password: str, client_ip: str | None, user_agent: str | None
+    ) -> UserRecord:
         try:
             user = await self._users.get_user_by_name(normalize_username(username))
         except InvalidRequest:
             user = None
+        refusal = None
         if user is None:
             await self._hasher.verify_nobody(password)
+            refusal = "unknown_user"
+        elif not await self._hasher.verify(user.password_hash, password):
+            refusal = "wrong_password"
+        elif user.disabled_at:
+            refusal = "account_disabled"
+        if refusal is not None:
+            self._audit.record(
+                "login.failed",
+                outcome=REFUSED,
+                reason=refusal,
+                user_id=user.id if user is not None else None,
+                ip=client_ip,
+                user_agent=user_agent,
+            )
             raise InvalidCredentials()
-        if not await self._hasher.verify(user.password_hash, password) or user.disabled_at:
-            raise InvalidCredentials()
+        assert user is not None
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
             await self._users.upgrade_password_hash(user.id, user.password_hash, new_hash)
@@ -143,34 +182,67 @@ class AccountService:
             and now.credential_version == user.credential_version
         )
 
-    async def change_password(self, user_id: str, current: str, new: str) -> UserRecord:
+    async def change_password(
+        self,
+        user_id: str,
+        current: str,
+        new: str,
+        *,
+        sid: str | None = None,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> UserRecord:
         """Replace the password after checking the current one.
 
         Raises ``RateLimited`` past ``LOGIN_RATE_LIMIT`` attempts for the user (each is
         counted before the check, successful or not) and ``WrongPassword`` (403) for a
-        wrong current password.
+        wrong current password. Audited as ``password.changed``, ``ok`` or ``refused``
+        (reason ``wrong_password``, ``weak_password`` or ``account_disabled``), from the
+        session ``sid``.
         """
+        context = {"user_id": user_id, "sid": sid, "ip": client_ip, "user_agent": user_agent}
         if self._limiter is not None:
-            await self._limiter.admit([(f"password:user:{user_id}", self._rates.login_per_account)])
+            await self._limiter.admit(
+                [(f"password:user:{user_id}", self._rates.login_per_account)], **context
+            )
         user = await self._users.get_user(user_id)
         if user is None or user.disabled_at:
+            self._audit.record(
+                "password.changed", outcome=REFUSED, reason="account_disabled", **context
+            )
             raise InvalidCredentials()
         if not await self._hasher.verify(user.password_hash, current):
+            self._audit.record(
+                "password.changed", outcome=REFUSED, reason="wrong_password", **context
+            )
             raise WrongPassword("The current password is incorrect.")
-        check_password_policy(new, user.username)
+        try:
+            check_password_policy(new, user.username)
+        except WeakPassword:
+            self._audit.record(
+                "password.changed", outcome=REFUSED, reason="weak_password", **context
+            )
+            raise
         await self._users.set_password_hash(
             user.id, await self._hasher.hash(new), now=self._clock()
         )
+        self._audit.record("password.changed", outcome=OK, reason="changed", **context)
         return user
 
-    async def set_password(self, username: str, new: str) -> UserRecord:
+    async def set_password(
+        self, username: str, new: str, *, actor: str | None = None
+    ) -> UserRecord:
         """An administrator's reset: replace the password of ``username`` without the
         current one; end the user's sessions next (invariant 11). ``WeakPassword`` if the
-        new one breaks the policy."""
+        new one breaks the policy. Audited as ``password.changed`` (reason ``reset``) by
+        ``actor``."""
         user = await self.find(username)
         check_password_policy(new, user.username)
         await self._users.set_password_hash(
             user.id, await self._hasher.hash(new), now=self._clock()
+        )
+        self._audit.record(
+            "password.changed", outcome=OK, reason="reset", user_id=user.id, actor=actor
         )
         return user
 
@@ -191,10 +263,12 @@ class AccountService:
             raise NotFound(f"No user named {username!r}.")
         return user
 
-    async def disable(self, username: str) -> UserRecord:
-        """Disable the account named ``username``; end its sessions next (invariant 11)."""
+    async def disable(self, username: str, *, actor: str | None = None) -> UserRecord:
+        """Disable the account named ``username``; end its sessions next (invariant 11).
+        Audited as ``user.disabled`` by ``actor``."""
         user = await self.find(username)
         await self._users.disable_user(user.id, now=self._clock())
+        self._audit.record("user.disabled", outcome=OK, user_id=user.id, actor=actor)
         return user
 
     async def enable(self, username: str) -> UserRecord:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tokenstile.core.audit import NO_AUDIT, REFUSED, AuditLog, AuditValue
 from tokenstile.core.clock import Clock
 from tokenstile.errors import ConfigurationError, RateLimited
 
@@ -55,6 +56,12 @@ def storage_key(key: str) -> str:
     return f"{prefix[0] if prefix else ''}{digest}"
 
 
+def _kind(key: str) -> str:
+    """What a key limits, without whom: ``login:user`` for ``login:user:alice``."""
+    prefix = _READABLE_PREFIX.match(key)
+    return prefix[0].rstrip(":") if prefix and prefix[0] else "other"
+
+
 class RateCounter(Protocol):
     """Sliding logs of events per key; implemented by the session stores.
 
@@ -87,17 +94,27 @@ class Admission:
 class RateLimiter:
     """Admits attempts against rates; a disabled limiter lets everything pass."""
 
-    def __init__(self, counter: RateCounter, *, clock: Clock, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        counter: RateCounter,
+        *,
+        clock: Clock,
+        enabled: bool = True,
+        audit: AuditLog = NO_AUDIT,
+    ) -> None:
         self._counter = counter
         self._clock = clock
         self.enabled = enabled
+        self._audit = audit
 
-    async def admit(self, keys: Sequence[tuple[str, Rate]]) -> Admission:
+    async def admit(self, keys: Sequence[tuple[str, Rate]], **context: AuditValue) -> Admission:
         """Record one attempt under every key, or under none.
 
         Raises ``RateLimited`` (with the seconds until the first full key has room) when
         any key has used up its rate; the events this call already recorded are taken
-        back, so a refused attempt counts nowhere.
+        back, so a refused attempt counts nowhere. A refusal is audited as
+        ``rate_limited``, its reason the limit's kind (``login:user``), with ``context``
+        (who asked: ``ip``, ``user_agent``, ``user_id``).
         """
         if not self.enabled:
             return Admission()
@@ -111,7 +128,15 @@ class RateLimiter:
             if not admitted:
                 for earlier in recorded:
                     await self._counter.release(*earlier)
-                raise RateLimited(retry_after=max(1, math.ceil(retry_after)))
+                seconds = max(1, math.ceil(retry_after))
+                self._audit.record(
+                    "rate_limited",
+                    outcome=REFUSED,
+                    reason=_kind(key),
+                    retry_after=seconds,
+                    **context,
+                )
+                raise RateLimited(retry_after=seconds)
             recorded.append((key, event_id))
         return Admission(tuple(recorded))
 

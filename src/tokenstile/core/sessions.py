@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from tokenstile.core.audit import AuditLog
+from tokenstile.core.audit import OK, REFUSED, AuditLog
 from tokenstile.core.clock import Clock
 from tokenstile.core.codec import AccessClaims, RefreshClaims, TokenCodec
 from tokenstile.core.liveness import LivenessBatcher
@@ -100,7 +100,12 @@ class TokenPair:
 
 
 class SessionService:
-    """Issues, rotates, verifies and ends sessions through a :class:`SessionStore`."""
+    """Issues, rotates, verifies and ends sessions through a :class:`SessionStore`.
+
+    Audits ``login.succeeded`` (a session opened), ``token.refreshed``,
+    ``token.reuse_detected``, ``logout``, ``logout_all`` and ``session.revoked``
+    (every other end: a revocation, an admin, a credential change).
+    """
 
     def __init__(
         self,
@@ -156,9 +161,19 @@ class SessionService:
             remember_me=remember_me,
         )
         await self._store.create_session(session)
+        self._audit.record(
+            "login.succeeded",
+            outcome=OK,
+            user_id=user.id,
+            sid=session.sid,
+            ip=session.ip,
+            user_agent=session.user_agent,
+        )
         return self._pair(session, now)
 
-    async def refresh(self, refresh_token: str, *, client_ip: str | None = None) -> TokenPair:
+    async def refresh(
+        self, refresh_token: str, *, client_ip: str | None = None, user_agent: str | None = None
+    ) -> TokenPair:
         """Rotate ``refresh_token`` into a new pair.
 
         Raises ``InvalidToken``/``TokenExpired`` for a bad token (no store access),
@@ -168,8 +183,16 @@ class SessionService:
         (nothing changed; the client may retry).
         """
         claims = self._codec.decode_refresh(refresh_token)
+        context = {
+            "user_id": claims.sub,
+            "sid": claims.sid,
+            "ip": _address(client_ip),
+            "user_agent": _user_agent(user_agent),
+        }
         if self._limiter is not None and client_ip:
-            await self._limiter.admit([(f"refresh:ip:{client_ip}", self._rates.refresh_per_ip)])
+            await self._limiter.admit(
+                [(f"refresh:ip:{client_ip}", self._rates.refresh_per_ip)], **context
+            )
         now = self._clock()
         rotation = await self._store.rotate(
             claims.sid,
@@ -183,11 +206,17 @@ class SessionService:
         if rotation.outcome is RotationOutcome.STALE:
             raise StoreUnavailable("The session store answered too late; nothing changed.")
         if rotation.outcome is RotationOutcome.REUSED:
-            self._audit.record("refresh_token_reused", sid=claims.sid, user_id=claims.sub)
+            self._audit.record(
+                "token.reuse_detected", outcome=REFUSED, reason="token_reused", **context
+            )
             raise TokenReused()
         session = rotation.session
         if session is None:
+            self._audit.record(
+                "token.refreshed", outcome=REFUSED, reason="token_revoked", **context
+            )
             raise TokenRevoked()
+        self._audit.record("token.refreshed", outcome=OK, reason=rotation.outcome.value, **context)
         return self._pair(session, now)
 
     async def authenticate(self, access_token: str) -> AccessClaims:
@@ -200,7 +229,14 @@ class SessionService:
             raise TokenRevoked()
         return claims
 
-    async def logout(self, *, access: AccessClaims | None, refresh_token: str | None) -> None:
+    async def logout(
+        self,
+        *,
+        access: AccessClaims | None,
+        refresh_token: str | None,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> None:
         """End the session of the bearer and of the presented refresh token.
 
         A refresh token of another user than the bearer's is ignored, and so is an
@@ -209,20 +245,28 @@ class SessionService:
         """
         if access is None and not refresh_token:
             raise MissingToken()
-        sids = set()
+        sessions: dict[str, str] = {}
         if access is not None:
-            sids.add(access.sid)
+            sessions[access.sid] = access.sub
         if refresh_token:
             try:
                 claims = self._codec.decode_refresh(refresh_token)
             except TokenExpired:
                 claims = None
             if claims is not None and (access is None or claims.sub == access.sub):
-                sids.add(claims.sid)
-        for sid in sids:
-            await self.end(sid)
+                sessions[claims.sid] = claims.sub
+        for sid, user_id in sessions.items():
+            await self.end(
+                sid,
+                event="logout",
+                user_id=user_id,
+                client_ip=client_ip,
+                user_agent=user_agent,
+            )
 
-    async def revoke_token(self, token: str) -> None:
+    async def revoke_token(
+        self, token: str, *, client_ip: str | None = None, user_agent: str | None = None
+    ) -> None:
         """RFC 7009: end the session of an access or refresh token.
 
         Tokens that are malformed, forged or expired are ignored: there is nothing
@@ -230,7 +274,13 @@ class SessionService:
         """
         claims = self._claims_of(token)
         if claims is not None:
-            await self.end(claims.sid, reason="revoked")
+            await self.end(
+                claims.sid,
+                reason="revoked",
+                user_id=claims.sub,
+                client_ip=client_ip,
+                user_agent=user_agent,
+            )
 
     async def introspect(self, token: str) -> TokenInfo | None:
         """RFC 7662: what a token says, if it is usable right now; ``None`` otherwise."""
@@ -273,30 +323,88 @@ class SessionService:
                 continue
         return None
 
-    async def end(self, sid: str, *, reason: str = "logout") -> bool:
-        """End one session: its refresh token and every access token carrying its ``sid``."""
+    async def end(
+        self,
+        sid: str,
+        *,
+        reason: str = "logout",
+        event: str = "session.revoked",
+        user_id: str | None = None,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+        actor: str | None = None,
+    ) -> bool:
+        """End one session: its refresh token and every access token carrying its ``sid``.
+
+        Whether it was live until now; only then is ``event`` audited (``session.revoked``,
+        or ``logout`` for the user's own logout), with ``reason`` and who asked.
+        """
         ended = await self._store.revoke_session(sid, reason=reason, now=self._clock())
         if ended:
-            self._audit.record("session_ended", sid=sid, reason=reason)
+            self._audit.record(
+                event,
+                outcome=OK,
+                reason=reason,
+                user_id=user_id,
+                sid=sid,
+                ip=_address(client_ip),
+                user_agent=_user_agent(user_agent),
+                **({} if actor is None else {"actor": actor}),
+            )
         return ended
 
-    async def end_own(self, user_id: str, sid: str) -> None:
+    async def end_own(
+        self,
+        user_id: str,
+        sid: str,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> None:
         """End one of ``user_id``'s sessions; ``NotFound`` for anyone else's."""
         if not is_token_id(sid):
             raise NotFound("No such session.")
         session = await self._store.get_session(sid, now=self._clock())
         if session is None or session.user_id != user_id:
             raise NotFound("No such session.")
-        await self.end(sid)
+        await self.end(
+            sid,
+            reason="ended_by_user",
+            user_id=user_id,
+            client_ip=client_ip,
+            user_agent=user_agent,
+        )
 
     async def end_all(
-        self, user_id: str, *, reason: str = "logout_all", keep_sid: str | None = None
+        self,
+        user_id: str,
+        *,
+        reason: str = "logout_all",
+        keep_sid: str | None = None,
+        sid: str | None = None,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+        actor: str | None = None,
     ) -> int:
-        """End every session of a user (but ``keep_sid``); returns how many ended."""
+        """End every session of a user (but ``keep_sid``); returns how many ended.
+
+        Audited as ``logout_all`` for that ``reason``, else as ``session.revoked``, with
+        the ``count`` and the session that asked (``sid``, else ``keep_sid``).
+        """
         count = await self._store.revoke_user_sessions(
             user_id, reason=reason, now=self._clock(), keep_sid=keep_sid
         )
-        self._audit.record("sessions_ended", user_id=user_id, reason=reason, count=count)
+        self._audit.record(
+            "logout_all" if reason == "logout_all" else "session.revoked",
+            outcome=OK,
+            reason=reason,
+            user_id=user_id,
+            sid=sid or keep_sid,
+            ip=_address(client_ip),
+            user_agent=_user_agent(user_agent),
+            count=count,
+            **({} if actor is None else {"actor": actor}),
+        )
         return count
 
     async def list_sessions(self, user_id: str) -> list[SessionRecord]:

@@ -28,13 +28,23 @@ async def sign_in(
     """Check the credentials and open a session; its first token pair.
 
     Raises ``InvalidCredentials`` (also when the credentials changed while this login
-    was checking them), ``RateLimited`` and ``StoreUnavailable``.
+    was checking them), ``RateLimited`` and ``StoreUnavailable``. Audited as
+    ``login.failed`` or ``login.succeeded``; a session that a credential change overtook
+    is audited as ``session.revoked`` (reason ``credentials_changed``) right after.
     """
-    user = await accounts.authenticate(username, password, client_ip=client_ip)
+    user = await accounts.authenticate(
+        username, password, client_ip=client_ip, user_agent=user_agent
+    )
     pair = await sessions.start(
         user, remember_me=remember_me, user_agent=user_agent, ip=client_ip, client_id=client_id
     )
     if not await accounts.is_current(user):
-        await sessions.end(pair.session.sid, reason="credentials_changed")
+        await sessions.end(
+            pair.session.sid,
+            reason="credentials_changed",
+            user_id=user.id,
+            client_ip=client_ip,
+            user_agent=user_agent,
+        )
         raise InvalidCredentials()
     return pair
