@@ -200,3 +200,19 @@ def upgrade_database(env: dict[str, str], work_dir: Path) -> None:
     if done.returncode != 0:
         output = (done.stdout + done.stderr).decode(errors="replace")
         raise BenchError(f"`tokenstile db upgrade` failed:\n{output}")
+
+
+async def drop_postgres(url: str) -> None:
+    """Drop the database of ``url`` again (after :func:`recreate_postgres`)."""
+    import asyncpg
+
+    require_loopback(url)
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name.replace("_", "").isalnum() or name in ("postgres", "template0", "template1"):
+        raise BenchError(f"refusing to drop the PostgreSQL database {name!r}")
+    conn = await asyncpg.connect(parts._replace(path="/postgres").geturl())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
