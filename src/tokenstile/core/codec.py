@@ -217,6 +217,11 @@ class TokenCodec:
         """The verified claims of ``token``, the ``kid`` it names and the key that verified it."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken()
+        # A compact JWS is unpadded base64url and dots (RFC 7515 §2, §7.1). PyJWT would
+        # also read a padded signature, a second spelling of one token, and raises
+        # UnicodeEncodeError on a lone surrogate, which any Python str may hold.
+        if not token.isascii() or "=" in token:
+            raise InvalidToken()
         # With a single key the header need not be read before verifying; parsing
         # it twice is a measurable share of every request.
         key = self._keys.sole_verification_key
