@@ -67,3 +67,24 @@ def test_a_client_address_that_is_not_an_ip_address_is_not_stored(server: LiveSe
 
     assert [session["ip"] for session in listed] == [None]
     assert len(listed[0]["user_agent"]) == 512
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{not json", "The body is not valid JSON."),
+        (b"[1, 2]", "The body must be a JSON object."),
+        (b'"a string"', "The body must be a JSON object."),
+        (b'{"password": "correct horse battery"}', "username is required."),
+        (b'{"username": 5, "password": "correct horse battery"}', "username must be a string."),
+    ],
+    ids=["malformed", "array", "string", "missing-field", "wrong-type"],
+)
+def test_a_bad_body_is_explained_without_the_parsers_internals(
+    server: LiveServer, body: bytes, expected: str
+) -> None:
+    response = server.client.post(
+        "/auth/login", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json() == {"error": "invalid_request", "detail": expected}

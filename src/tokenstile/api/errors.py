@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +75,38 @@ async def _tokenstile_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        problems.append(f"{where}: {error.get('msg', 'invalid')}" if where else error["msg"])
-    detail = "Invalid request: " + "; ".join(problems) if problems else "Invalid request."
+    problems = [_problem(error) for error in exc.errors()[:5]]
+    detail = " ".join(problems) if problems else "The request is not valid."
     return error_response(request, 422, "invalid_request", detail)
+
+
+# Whole-body problems, said without the parser's positions and model vocabulary.
+_BODY_PROBLEMS = {
+    "json_invalid": "The body is not valid JSON.",
+    "json_type": "The body is not valid JSON.",
+    "model_attributes_type": "The body must be a JSON object.",
+    "model_type": "The body must be a JSON object.",
+    "dict_type": "The body must be a JSON object.",
+}
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One sentence for one validation error, naming the field as the client sent it."""
+    kind = str(error.get("type", ""))
+    if kind in _BODY_PROBLEMS:
+        return _BODY_PROBLEMS[kind]
+    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query")]
+    field = ".".join(location) or "The body"
+    if kind == "missing":
+        return f"{field} is required."
+    if kind == "extra_forbidden":
+        return f"{field} is not a field of this request."
+    if kind == "string_type":
+        return f"{field} must be a string."
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{field} must be true or false."
+    message = str(error.get("msg", "is not valid")).rstrip(".")
+    return f"{field}: {message[:1].lower()}{message[1:]}."
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
