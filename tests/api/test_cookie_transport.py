@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -208,3 +209,23 @@ def test_a_refresh_keeps_the_csrf_cookie(browser_server: LiveServer) -> None:
 
     assert response.status_code == 200
     assert set_cookies(response)["tokenstile_csrf"].startswith(f"tokenstile_csrf={before};")
+
+
+def test_a_cookie_login_over_plain_http_to_a_lan_host_is_warned_about_once(
+    serve: Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(cookie_secure="true")
+    lan = {**COOKIE, "Host": f"192.168.1.10:{server.port}"}
+    with caplog.at_level(logging.WARNING, logger="tokenstile"):
+        cookie_login(server)  # loopback: browsers keep Secure cookies there
+        assert not [r for r in caplog.records if "plain http" in r.getMessage()]
+        for _ in range(2):
+            username = register(server.client)
+            response = server.client.post(
+                "/auth/login", json={"username": username, "password": PASSWORD}, headers=lan
+            )
+            assert response.status_code == 200, response.text
+    warnings = [r.getMessage() for r in caplog.records if "plain http" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "192.168.1.10" in warnings[0]
+    assert "COOKIE_SECURE=false" in warnings[0]

@@ -8,12 +8,16 @@ refresh cookie authenticates must echo the readable ``tokenstile_csrf`` cookie i
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import logging
 import secrets
 
 from fastapi import Request, Response
 
 from tokenstile.core.sessions import TokenPair
 from tokenstile.errors import CsrfFailed
+
+logger = logging.getLogger("tokenstile")
 
 REFRESH_COOKIE = "tokenstile_refresh"
 CSRF_COOKIE = "tokenstile_csrf"
@@ -32,6 +36,7 @@ class CookieTransport:
 
     def __init__(self, *, secure: bool, allowed_origins: str | None) -> None:
         self._secure = secure
+        self._warned_hosts: set[str] = set()
         self._allowed = (
             frozenset(o.strip().rstrip("/") for o in allowed_origins.split(",") if o.strip())
             if allowed_origins
@@ -65,6 +70,7 @@ class CookieTransport:
         browser's present one is kept. A login always gets a new one: a value planted
         before it (a cookie set from a sibling subdomain) must not survive into the session.
         """
+        self._warn_if_dropped(request)
         # Remember-me sessions outlive the browser; others end with it.
         max_age = pair.refresh_expires_in if pair.session.remember_me else None
         response.set_cookie(
@@ -112,3 +118,29 @@ class CookieTransport:
             return self._allowed
         host = request.headers.get("host", "")
         return frozenset({f"{request.url.scheme}://{host}"})
+
+    def _warn_if_dropped(self, request: Request) -> None:
+        """Log, once per host, that browsers will drop these cookies: ``Secure`` cookies
+        sent over plain http are refused everywhere but on loopback, so the user would
+        be signed out at the next reload with no word anywhere."""
+        host = request.url.hostname or ""
+        if not self._secure or request.url.scheme != "http" or _is_loopback(host):
+            return
+        if host in self._warned_hosts or len(self._warned_hosts) >= 64:
+            return
+        self._warned_hosts.add(host)
+        logger.warning(
+            "cookie login over plain http to %s: browsers drop Secure cookies there, so "
+            "the session will not survive a reload; serve https (behind a TLS proxy, with "
+            "TRUSTED_PROXIES) or, for local development only, set COOKIE_SECURE=false",
+            host,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
