@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.driver import PhaseResult
+from bench.machine import machine_section
 
 PHASE_LABELS = {
     "healthz": "GET /healthz (unauthenticated)",
@@ -250,13 +251,7 @@ def markdown(report: dict[str, Any], chart_name: str | None) -> str:
         f" {config['client']}, refresh and login by the asyncio driver; whole run"
         f" {config['elapsed_s']} s. One server at a time; load generator on the same cores.",
         "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {key} | {value} |" for key, value in report["machine"].items()),
-        f"| load average (1/5/15 min) at the start | {config.get('load_average_at_start', '?')} |",
-        "",
+        *machine_section(report["machine"], config.get("load_average_at_start", "?")),
         "## Results",
         "",
         "| workers | server | phase | client | conns | req/s | p50 ms | p99 ms | errors"

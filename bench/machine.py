@@ -130,3 +130,17 @@ def describe(redis_url: str | None, postgres_url: str | None) -> dict[str, str]:
         "PostgreSQL server": asyncio.run(_postgres_version(postgres_url)),
         "load average (1/5/15 min) at the end": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
     }
+
+
+def machine_section(machine: dict[str, str], load_average_at_start: object) -> list[str]:
+    """The "## Machine" section of a results file: ``describe()``'s table and the load
+    average when the run began."""
+    return [
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in machine.items()),
+        f"| load average (1/5/15 min) at the start | {load_average_at_start} |",
+        "",
+    ]

@@ -174,21 +174,34 @@ def flush_redis(url: str) -> None:
 
 async def recreate_postgres(url: str) -> None:
     """Drop and create the database of ``url`` (connecting to ``postgres`` to do it)."""
+    await _administer(
+        url, "recreate", 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', 'CREATE DATABASE "{name}"'
+    )
+
+
+async def drop_postgres(url: str) -> None:
+    """Drop the database of ``url`` again (after :func:`recreate_postgres`)."""
+    await _administer(url, "drop", 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _administer(url: str, verb: str, *statements: str) -> None:
+    """Run ``statements`` (``{name}`` is the database of ``url``) connected to the
+    server's ``postgres`` database; only on loopback, never on a system database."""
     import asyncpg
 
     require_loopback(url)
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     if not name.replace("_", "").isalnum() or name in ("postgres", "template0", "template1"):
-        raise BenchError(f"refusing to recreate the PostgreSQL database {name!r}")
+        raise BenchError(f"refusing to {verb} the PostgreSQL database {name!r}")
     admin = parts._replace(path="/postgres").geturl()
     try:
         conn = await asyncpg.connect(admin)
     except (OSError, asyncpg.PostgresError) as exc:
         raise BenchError(f"PostgreSQL at {admin} is not usable: {exc}") from exc
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        for statement in statements:
+            await conn.execute(statement.format(name=name))
     finally:
         await conn.close()
 
@@ -200,19 +213,3 @@ def upgrade_database(env: dict[str, str], work_dir: Path) -> None:
     if done.returncode != 0:
         output = (done.stdout + done.stderr).decode(errors="replace")
         raise BenchError(f"`tokenstile db upgrade` failed:\n{output}")
-
-
-async def drop_postgres(url: str) -> None:
-    """Drop the database of ``url`` again (after :func:`recreate_postgres`)."""
-    import asyncpg
-
-    require_loopback(url)
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if not name.replace("_", "").isalnum() or name in ("postgres", "template0", "template1"):
-        raise BenchError(f"refusing to drop the PostgreSQL database {name!r}")
-    conn = await asyncpg.connect(parts._replace(path="/postgres").geturl())
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.machine import machine_section
+
 MIB = 1024**2
 
 
@@ -114,13 +116,7 @@ def markdown(report: dict[str, Any]) -> str:
         f" ({config['long_user_agents']:,} longer than 64), IPv4 addresses. Created through"
         f" each store's own `create_session`. Whole run {config['elapsed_s']} s.",
         "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {key} | {value} |" for key, value in report["machine"].items()),
-        f"| load average (1/5/15 min) at the start | {config['load_average_at_start']} |",
-        "",
+        *machine_section(report["machine"], config["load_average_at_start"]),
         "## Bytes per live session",
         "",
         "| store | stored | measured by | bytes per session | goal |",

@@ -6,6 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench.machine import machine_section
+
 RSS_GOAL = 0.10  # growth after warm-up
 STORE_GOAL = 0.10  # last third of the steady window against its first third
 MIB = 2**20
@@ -217,13 +219,7 @@ def markdown(report: dict[str, Any], chart_name: str | None) -> str:
         f" {tally['shed']} not started (too many in flight); {tally['max_age_ends']} long"
         " chains ended by SESSION_MAX_AGE (expected 401).",
         "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {key} | {value} |" for key, value in report["machine"].items()),
-        f"| load average (1/5/15 min) at the start | {config['load_average_at_start']} |",
-        "",
+        *machine_section(report["machine"], config["load_average_at_start"]),
         "## Samples",
         "",
     ]

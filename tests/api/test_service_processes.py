@@ -402,6 +402,22 @@ def poll(check: Callable[[], bool], *, timeout: float = 5.0) -> bool:
     return False
 
 
+def assert_fail_closed_on_every_worker(service: Service, pair: dict[str, Any]) -> None:
+    """With the store down, every worker answers the checked route, refresh and /readyz
+    with a prompt 503 (invariant 8), while /healthz stays 200."""
+    for worker in service.workers:
+        started = time.monotonic()
+        me = service.request(worker, "GET", "/users/me", headers=bearer(pair["access_token"]))
+        assert_error(me, 503, "store_unavailable")
+        refreshed = service.request(
+            worker, "POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+        )
+        assert_error(refreshed, 503, "store_unavailable")
+        assert_error(service.request(worker, "GET", "/readyz"), 503, "store_unavailable")
+        assert service.request(worker, "GET", "/healthz").status_code == 200
+        assert time.monotonic() - started < 5, "an outage must be answered promptly"
+
+
 @pytest.mark.redis
 def test_invariant_8_fail_closed_then_recovers_with_redis(
     start_service: StartService, private_redis: PrivateRedis, tmp_path: Path
@@ -422,19 +438,10 @@ def test_invariant_8_fail_closed_then_recovers_with_redis(
         assert response.status_code == 200, response.text
 
     private_redis.stop()
+    assert_fail_closed_on_every_worker(service, pair)
     for worker in service.workers:
-        started = time.monotonic()
-        me = service.request(worker, "GET", "/users/me", headers=old)
-        assert_error(me, 503, "store_unavailable")
-        refreshed = service.request(
-            worker, "POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]}
-        )
-        assert_error(refreshed, 503, "store_unavailable")
         login = service.request(worker, "POST", "/auth/login", json=credentials)
         assert_error(login, 503, "store_unavailable")
-        assert service.request(worker, "GET", "/healthz").status_code == 200
-        assert_error(service.request(worker, "GET", "/readyz"), 503, "store_unavailable")
-        assert time.monotonic() - started < 5, "an outage must be answered promptly"
 
     private_redis.start()  # empty: the server keeps nothing across restarts
     for worker in service.workers:
@@ -495,25 +502,12 @@ def test_invariant_8_fail_closed_then_recovers_when_a_redis_cluster_master_stops
     stopped = _node_holding_session(cluster, pair["access_token"])
     survivor = (stopped + 1) % len(cluster.ports)
 
-    def assert_unavailable_on_every_worker() -> None:
-        for worker in service.workers:
-            started = time.monotonic()
-            me = service.request(worker, "GET", "/users/me", headers=old)
-            assert_error(me, 503, "store_unavailable")
-            refreshed = service.request(
-                worker, "POST", "/auth/refresh", json={"refresh_token": pair["refresh_token"]}
-            )
-            assert_error(refreshed, 503, "store_unavailable")
-            assert_error(service.request(worker, "GET", "/readyz"), 503, "store_unavailable")
-            assert service.request(worker, "GET", "/healthz").status_code == 200
-            assert time.monotonic() - started < 5, "an outage must be answered promptly"
-
     cluster.stop_node(stopped)
     # First the master holding the session refuses connections; once the other masters
     # notice, the whole cluster answers CLUSTERDOWN. Both must be a 503, never a 500.
-    assert_unavailable_on_every_worker()
+    assert_fail_closed_on_every_worker(service, pair)
     assert poll(lambda: _cluster_reports_failure(cluster, survivor), timeout=10)
-    assert_unavailable_on_every_worker()
+    assert_fail_closed_on_every_worker(service, pair)
     for worker in service.workers:
         login = service.request(worker, "POST", "/auth/login", json=credentials)
         assert_error(login, 503, "store_unavailable")
