@@ -1,5 +1,5 @@
 """Real services for the test suite: Redis, PostgreSQL, a private redis-server and a
-private three-master Redis Cluster.
+private three-master Redis Cluster; and the store modes that tests run on.
 
 Tests that need a service the machine lacks are skipped with the reason, unless
 ``TOKENSTILE_TEST_REQUIRE_SERVICES=1`` (CI), where a missing service fails them.
@@ -13,14 +13,17 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import NoReturn, TypeVar
+from pathlib import Path
+from typing import NamedTuple, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 import redis
+import redis.asyncio
 
 from tests.redis_server import PrivateRedis, PrivateRedisCluster
+from tokenstile.stores.redis import RedisSessionStore
 
 T = TypeVar("T")
 
@@ -188,3 +191,62 @@ def private_redis_cluster() -> Iterator[PrivateRedisCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+# -- store modes -------------------------------------------------------------------------
+
+_SERVICE_MARKS = {
+    "sqlite": (),
+    "postgres": (pytest.mark.postgres,),
+    "redis": (pytest.mark.redis,),
+    "redis-cluster": (pytest.mark.redis,),
+}
+
+
+def store_modes(*modes: str) -> list[pytest.ParameterSet]:
+    """``modes`` as params of a store-mode fixture, each marked with the service it needs,
+    so ``-m "not redis"`` deselects the Redis runs."""
+    return [pytest.param(mode, marks=_SERVICE_MARKS[mode]) for mode in modes]
+
+
+class StoreSpec(NamedTuple):
+    """Where the session store under test lives."""
+
+    kind: str
+    url: str
+    redis_prefix: str = ""
+
+    @property
+    def on_redis(self) -> bool:
+        """Whether the store is the Redis one (on one server or on a cluster)."""
+        return self.kind in ("redis", "redis-cluster")
+
+    def redis_store(self) -> RedisSessionStore:
+        """A new Redis store for this spec."""
+        return RedisSessionStore.from_url(
+            self.url, prefix=self.redis_prefix, cluster=self.kind == "redis-cluster"
+        )
+
+    def raw_redis(self) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+        """A plain client (bytes replies) to look behind the store."""
+        if self.kind == "redis-cluster":
+            return redis.asyncio.RedisCluster.from_url(self.url)
+        return redis.asyncio.Redis.from_url(self.url)
+
+
+@pytest.fixture(params=store_modes("sqlite", "postgres", "redis", "redis-cluster"))
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
+    """Every session store: a SQLite file of this test's own, the session's PostgreSQL
+    database, and Redis and the shared Redis Cluster under this test's own prefix."""
+    # Sync, so that service fixtures are resolved (and skipped) outside the event loop.
+    kind: str = request.param
+    if kind == "sqlite":
+        return StoreSpec(kind, f"sqlite+aiosqlite:///{tmp_path / 'tokenstile.db'}")
+    if kind == "postgres":
+        return StoreSpec(kind, request.getfixturevalue("postgres_database_url"))
+    if kind == "redis-cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+        return StoreSpec(kind, cluster.url, request.getfixturevalue("redis_cluster_prefix"))
+    return StoreSpec(
+        kind, request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    )

@@ -35,7 +35,25 @@ def test_every_error_has_a_stable_code_and_status() -> None:
         if isinstance(value, type) and issubclass(value, tokenstile.TokenstileError)
     ]
 
-    assert len(errors) == 17
+    assert {error.__name__ for error in errors} == {
+        "AuthenticationError",
+        "ConfigurationError",
+        "CsrfFailed",
+        "InvalidCredentials",
+        "InvalidRequest",
+        "InvalidToken",
+        "MissingToken",
+        "NotFound",
+        "RateLimited",
+        "RegistrationClosed",
+        "StoreUnavailable",
+        "TokenExpired",
+        "TokenReused",
+        "TokenRevoked",
+        "TokenstileError",
+        "UsernameTaken",
+        "WeakPassword",
+    }
     for error in errors:
         assert error.code.isidentifier(), error
         assert 400 <= error.status_code < 600, error

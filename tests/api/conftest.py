@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_async
+from tests.conftest import run_async, store_modes
 from tests.servers import LiveServer
 from tokenstile.api import create_app
 from tokenstile.settings import Settings
 from tokenstile.stores.sql import SqlDatabase
 
-STORE_MODES = ["sqlite", "postgres", "redis"]
-"""What every API test runs on."""
-WITH_CLUSTER = [*STORE_MODES, "redis-cluster"]
+STORE_MODES = store_modes("sqlite", "postgres", "redis")
+"""What every API test runs on (params marked with the service they need)."""
+WITH_CLUSTER = [*STORE_MODES, *store_modes("redis-cluster")]
 """What the SPEC §1 invariant tests and the multi-process tests run on (each such module
 overrides ``store_mode``). The other API tests check behaviour above the store, which a
 Redis Cluster does not change, so they keep to one Redis."""

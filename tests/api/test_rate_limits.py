@@ -16,7 +16,7 @@ import pytest
 
 from tests.accounts import PASSWORD, bearer, login, new_username, refresh, register, signed_in
 from tests.api.conftest import FAST_HASHING
-from tests.conftest import run_async
+from tests.conftest import run_async, store_modes
 from tests.servers import LiveServer, ServiceProcess
 
 ServeLimited = Callable[..., LiveServer]
@@ -125,7 +125,7 @@ def shared_service_settings(request: pytest.FixtureRequest, tmp_path: Path) -> d
     return settings
 
 
-@pytest.mark.parametrize("shared_service_settings", ["redis", "postgres"], indirect=True)
+@pytest.mark.parametrize("shared_service_settings", store_modes("redis", "postgres"), indirect=True)
 def test_invariant_12_parallel_login_guesses_across_two_processes_cannot_beat_the_account_limit(
     shared_service_settings: dict[str, str], tmp_path: Path
 ) -> None:

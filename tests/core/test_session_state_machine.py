@@ -37,10 +37,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.conftest import run_async
+from tests.conftest import StoreSpec, run_async
 from tests.core.clocks import FakeClock
 from tests.core.test_sessions import RecordingAuditLog
-from tests.stores.test_contract import StoreSpec, store_spec  # noqa: F401 (a fixture)
 from tokenstile.core.codec import TokenCodec
 from tokenstile.core.keys import KeyRing
 from tokenstile.core.sessions import SessionPolicy, SessionService, TokenPair
@@ -429,7 +428,7 @@ class SessionMachine(RuleBasedStateMachine):
 
 
 @pytest.fixture
-def prepared_spec(store_spec: StoreSpec) -> StoreSpec:  # noqa: F811 (the imported fixture)
+def prepared_spec(store_spec: StoreSpec) -> StoreSpec:
     """The store under test with its schema in place, so each machine only connects."""
     if not store_spec.on_redis:
         from tokenstile.stores.sql import SqlDatabase

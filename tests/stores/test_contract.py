@@ -1,6 +1,8 @@
 """The SessionStore contract: every store passes this one suite, unchanged.
 
-Times are POSIX seconds near the real clock, because Redis expires keys by its own clock.
+The stores come from ``store_spec`` (tests/conftest.py: one param per store mode) and
+``backend`` (tests/stores/conftest.py). Times are POSIX seconds near the real clock,
+because Redis expires keys by its own clock.
 """
 
 from __future__ import annotations
@@ -8,144 +10,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import pytest
-import redis.asyncio
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.redis_server import PrivateRedisCluster
+from tests.conftest import StoreSpec
+from tests.stores.conftest import Backend
 from tests.stores.session_records import (
     GRACE,
     REFRESH_TTL,
     created,
     new_jti,
     rotated,
-    username_of,
 )
-from tokenstile.core.store import (
-    Rotation,
-    RotationOutcome,
-    SessionStore,
-    UserRecord,
-)
-from tokenstile.stores.redis import RedisSessionStore
-
-
-class StoreSpec(NamedTuple):
-    kind: str
-    url: str
-    redis_prefix: str = ""
-
-    @property
-    def on_redis(self) -> bool:
-        """Whether the store is the Redis one (on one server or on a cluster)."""
-        return self.kind in ("redis", "redis-cluster")
-
-    def redis_store(self) -> RedisSessionStore:
-        """A new Redis store for this spec."""
-        return RedisSessionStore.from_url(
-            self.url, prefix=self.redis_prefix, cluster=self.kind == "redis-cluster"
-        )
-
-    def raw_redis(self) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
-        """A plain client (bytes replies) to look behind the store."""
-        if self.kind == "redis-cluster":
-            return redis.asyncio.RedisCluster.from_url(self.url)
-        return redis.asyncio.Redis.from_url(self.url)
-
-
-@dataclass
-class Backend:
-    """A store under test, plus what the suite needs to look behind it."""
-
-    sessions: SessionStore
-    add_user: Callable[[UserRecord], Awaitable[None]] | None
-    holds_state: Callable[[str], Awaitable[bool]]
-    """Whether anything about session ``sid`` is still stored, revoked or not."""
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite"),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
-def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
-    # Sync, so that service fixtures are resolved (and skipped) outside the event loop.
-    kind: str = request.param
-    if kind == "sqlite":
-        return StoreSpec(kind, f"sqlite+aiosqlite:///{tmp_path / 'tokenstile.db'}")
-    if kind == "postgres":
-        return StoreSpec(kind, request.getfixturevalue("postgres_database_url"))
-    if kind == "redis-cluster":
-        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
-        return StoreSpec(kind, cluster.url, request.getfixturevalue("redis_cluster_prefix"))
-    return StoreSpec(
-        kind, request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-    )
-
-
-@pytest.fixture
-async def backend(store_spec: StoreSpec) -> AsyncIterator[Backend]:
-    if store_spec.on_redis:
-        store = store_spec.redis_store()
-        raw = store_spec.raw_redis()
-
-        async def redis_holds_state(sid: str) -> bool:
-            return await raw.exists(f"{store_spec.redis_prefix}{{{sid}}}:session") > 0
-
-        yield Backend(store, None, redis_holds_state)
-        await raw.aclose()
-        await store.aclose()
-        return
-
-    # Imported here so that the Redis runs of this suite need no SQL store.
-    from tokenstile.stores.sql import SqlDatabase
-
-    db = SqlDatabase.from_url(store_spec.url)
-    await db.upgrade()
-    engine = create_async_engine(store_spec.url)
-
-    async def sql_holds_state(sid: str) -> bool:
-        async with engine.connect() as connection:
-            query = text("SELECT count(*) FROM sessions WHERE sid = :sid")
-            return bool((await connection.execute(query, {"sid": sid})).scalar_one())
-
-    yield Backend(db.sessions, db.users.add_user, sql_holds_state)
-    await engine.dispose()
-    await db.aclose()
-
-
-@pytest.fixture
-def session_store(backend: Backend) -> SessionStore:
-    return backend.sessions
-
-
-@pytest.fixture
-def make_user(backend: Backend) -> Callable[[], Awaitable[str]]:
-    """Create a user the store can own sessions for; returns its id."""
-
-    async def make() -> str:
-        user_id = str(uuid.uuid4())
-        if backend.add_user is not None:
-            user = UserRecord(user_id, username_of(user_id), "x", created_at=time.time())
-            await backend.add_user(user)
-        return user_id
-
-    return make
-
-
-@pytest.fixture
-async def user_id(make_user: Callable[[], Awaitable[str]]) -> str:
-    return await make_user()
+from tokenstile.core.store import Rotation, RotationOutcome, SessionStore
+from tokenstile.errors import StoreUnavailable
 
 
 @pytest.fixture
@@ -206,20 +87,25 @@ async def test_rotating_the_current_token_makes_the_new_one_current(
         expires_at=int(later) + REFRESH_TTL,
     )
     assert result == Rotation(RotationOutcome.ROTATED, expected)
-    assert expected.expires_at > session.expires_at
     assert await session_store.get_session(session.sid, now=later) == expected
+    # The rotation extended the session: it works past its first expires_at.
+    assert await session_store.is_active(session.sid, now=session.expires_at + 1)
 
 
 async def test_rotation_never_extends_a_session_past_max_expires_at(
     session_store: SessionStore, user_id: str, now: float
 ) -> None:
-    session = await created(session_store, user_id, now, max_expires_at=int(now) + 1000)
+    # Unclamped, a rotation at `later` would extend the session to later + REFRESH_TTL.
+    session = await created(
+        session_store, user_id, now, expires_at=int(now) + 600, max_expires_at=int(now) + 1000
+    )
     later = now + 500
 
     after = await rotated(session_store, session, later)
 
-    assert int(later) + REFRESH_TTL > session.max_expires_at
     assert after.expires_at == session.max_expires_at
+    assert await session_store.is_active(session.sid, now=session.max_expires_at - 1)
+    assert not await session_store.is_active(session.sid, now=session.max_expires_at + 1)
 
 
 # Exact binary fractions, so that "exactly at the end of the window" is exact.
@@ -378,6 +264,17 @@ async def test_revoking_an_unknown_session_reports_nothing_revoked(
     assert not await session_store.revoke_session("no-such-sid", reason="logout", now=now)
 
 
+async def test_revoking_an_expired_session_reports_nothing_revoked(
+    session_store: SessionStore, user_id: str
+) -> None:
+    start = time.time()
+    session = await created(session_store, user_id, start, expires_at=int(start) + 1)
+    # Real time, not a later `now`: Redis expires keys by its own clock.
+    await asyncio.sleep(session.expires_at + 0.2 - time.time())
+
+    assert not await session_store.revoke_session(session.sid, reason="logout", now=time.time())
+
+
 async def test_session_is_active_until_its_expires_at(
     session_store: SessionStore, user_id: str, now: float
 ) -> None:
@@ -428,10 +325,11 @@ async def test_list_user_sessions_shows_only_live_sessions_of_that_user_oldest_f
     await created(session_store, other_user, now)
     await session_store.revoke_session(revoked.sid, reason="logout", now=now)
 
-    listed = await session_store.list_user_sessions(user, now=now + 10)
+    listed_now = await session_store.list_user_sessions(user, now=now)
+    listed_later = await session_store.list_user_sessions(user, now=now + 10)
 
-    assert listed == [oldest, newest]
-    assert expired.expires_at < now + 10
+    assert listed_now == [oldest, expired, newest]
+    assert listed_later == [oldest, newest]
 
 
 async def test_list_user_sessions_of_a_user_without_sessions_is_empty(
@@ -472,8 +370,32 @@ async def test_purge_keeps_live_sessions(
     assert await session_store.get_session(session.sid, now=now) == session
 
 
-async def test_ping_answers_while_the_store_is_up(session_store: SessionStore) -> None:
-    await session_store.ping()
+async def test_ping_answers_while_the_store_is_up_and_raises_while_it_is_down(
+    backend: Backend, tmp_path: Path
+) -> None:
+    down = _store_at_nothing(backend.spec, tmp_path)
+    try:
+        await backend.sessions.ping()
+        with pytest.raises(StoreUnavailable):
+            await down.ping()
+    finally:
+        await down.aclose()
+
+
+def _store_at_nothing(spec: StoreSpec, tmp_path: Path) -> SessionStore:
+    """A store of ``spec``'s kind whose server refuses connections (port 1), or whose
+    SQLite file cannot be opened."""
+    if spec.kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'tokenstile.db'}"
+    else:
+        parts = urlsplit(spec.url)
+        user = f"{parts.username}@" if parts.username else ""
+        url = parts._replace(netloc=f"{user}127.0.0.1:1").geturl()
+    if spec.on_redis:
+        return StoreSpec(spec.kind, url, spec.redis_prefix).redis_store()
+    from tokenstile.stores.sql import SqlDatabase
+
+    return SqlDatabase.from_url(url, timeout=0.5).sessions
 
 
 async def test_rotate_for_another_owner_is_gone_and_changes_nothing(

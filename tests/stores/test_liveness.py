@@ -13,16 +13,10 @@ import redis.asyncio
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
+from tests.conftest import StoreSpec
 from tests.redis_server import PrivateRedis
+from tests.stores.conftest import Backend
 from tests.stores.session_records import created
-from tests.stores.test_contract import (  # noqa: F401  (fixtures)
-    Backend,
-    StoreSpec,
-    backend,
-    make_user,
-    store_spec,
-    user_id,
-)
 from tokenstile.core.liveness import LivenessBatcher
 from tokenstile.core.store import SessionStore
 from tokenstile.errors import StoreUnavailable
@@ -81,9 +75,9 @@ def _hget_calls(stats: dict[str, Any]) -> int:
 
 
 async def test_concurrent_checks_share_one_round_trip(
-    backend: Backend,  # noqa: F811
-    store_spec: StoreSpec,  # noqa: F811
-    user_id: str,  # noqa: F811
+    backend: Backend,
+    store_spec: StoreSpec,
+    user_id: str,
 ) -> None:
     now = time.time()
     live = [await created(backend.sessions, user_id, now) for _ in range(4)]
@@ -106,8 +100,8 @@ async def test_concurrent_checks_share_one_round_trip(
 
 
 async def test_a_logout_that_answered_before_a_check_is_always_seen(
-    backend: Backend,  # noqa: F811
-    user_id: str,  # noqa: F811
+    backend: Backend,
+    user_id: str,
 ) -> None:
     batcher = LivenessBatcher(backend.sessions, clock=time.time)
     for _ in range(20):

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.conftest import StoreSpec
 from tests.core.clocks import FakeClock
-from tests.stores.test_contract import StoreSpec, store_spec  # noqa: F401  (fixture)
 from tokenstile.core.ratelimit import (
     STORAGE_KEY_LENGTH,
     Rate,
@@ -33,7 +33,7 @@ OpenCounter = Callable[[], Awaitable[RateCounter]]
 
 
 @pytest.fixture
-async def counters(store_spec: StoreSpec) -> AsyncIterator[OpenCounter]:  # noqa: F811
+async def counters(store_spec: StoreSpec) -> AsyncIterator[OpenCounter]:
     """Opens counters on the store under test, each on its own client or engine, as two
     processes would have them; all are closed afterwards."""
     async with AsyncExitStack() as stack:
@@ -182,7 +182,7 @@ async def test_release_takes_back_exactly_one_event(counter: RateCounter) -> Non
 
 
 async def test_a_log_does_not_outlive_its_window(
-    store_spec: StoreSpec,  # noqa: F811
+    store_spec: StoreSpec,
     counter: RateCounter,
 ) -> None:
     old, live, now = new_key(), new_key(), time.time()
@@ -232,7 +232,7 @@ HOSTILE_KEYS = [
 
 
 async def test_keys_of_any_length_and_character_are_stored_and_kept_apart(
-    store_spec: StoreSpec,  # noqa: F811
+    store_spec: StoreSpec,
     counter: RateCounter,
 ) -> None:
     now = time.time()

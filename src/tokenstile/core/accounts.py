@@ -250,12 +250,6 @@ class AccountService:
         """Every account, by username."""
         return await self._users.list_users()
 
-    async def get(self, user_id: str) -> UserRecord:
-        user = await self._users.get_user(user_id)
-        if user is None:
-            raise NotFound("No such user.")
-        return user
-
     async def find(self, username: str) -> UserRecord:
         """The account named ``username``; ``NotFound`` if none."""
         user = await self._users.get_user_by_name(normalize_username(username))

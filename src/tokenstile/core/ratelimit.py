@@ -104,7 +104,7 @@ class RateLimiter:
     ) -> None:
         self._counter = counter
         self._clock = clock
-        self.enabled = enabled
+        self._enabled = enabled
         self._audit = audit
 
     async def admit(self, keys: Sequence[tuple[str, Rate]], **context: AuditValue) -> Admission:
@@ -116,7 +116,7 @@ class RateLimiter:
         ``rate_limited``, its reason the limit's kind (``login:user``), with ``context``
         (who asked: ``ip``, ``user_agent``, ``user_id``).
         """
-        if not self.enabled:
+        if not self._enabled:
             return Admission()
         now = self._clock()
         recorded: list[tuple[str, str]] = []

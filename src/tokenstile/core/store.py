@@ -56,6 +56,9 @@ class Rotation:
 class SessionStore(Protocol):
     """Where sessions live. Every method is one atomic step; none reads then writes.
 
+    A session is *live* while it exists, is not revoked and ``now < expires_at``; only
+    live sessions are active, found, listed, rotated or revoked.
+
     Implementations raise :class:`tokenstile.errors.StoreUnavailable` when the
     backing service cannot be reached. A failed call is safe to retry: single-session
     steps either happened whole or not at all.
@@ -91,11 +94,11 @@ class SessionStore(Protocol):
         ...
 
     async def is_active(self, sid: str, *, now: float) -> bool:
-        """Whether the session exists, is not revoked and has not expired."""
+        """Whether the session is live."""
         ...
 
     async def are_active(self, sids: list[str], *, now: float) -> set[str]:
-        """Those of ``sids`` that are active, in one round trip to the store."""
+        """Those of ``sids`` that are live, in one round trip to the store."""
         ...
 
     async def get_session(self, sid: str, *, now: float) -> SessionRecord | None: ...

@@ -1,10 +1,9 @@
 """SQL stores (SQLite through aiosqlite, PostgreSQL through asyncpg) on SQLAlchemy Core.
 
-Every store method is one statement in autocommit mode, so each is atomic on its own,
-except rotation: a conditional ``UPDATE … WHERE current_jti = :presented RETURNING …``,
-then (when the token was not current) a conditional revoke for reuse, then a read for
-the grace window — each step atomic and conditional, so a racing rotation is never
-misread as reuse.
+Every store method that changes state is one statement in autocommit mode, so each is
+atomic on its own. Rotation too: one ``UPDATE … RETURNING`` whose ``CASE`` expressions
+rotate, keep (grace) or revoke (reuse), decided on the very row version it writes; only
+when it matched no row does a read tell a gone session from a stale request.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     RowMapping,
     and_,
@@ -27,6 +27,7 @@ from sqlalchemy import (
     delete,
     event,
     extract,
+    false,
     func,
     or_,
     select,
@@ -42,7 +43,7 @@ from tokenstile.errors import ConfigurationError, UsernameTaken
 from tokenstile.stores.failures import store_failure
 from tokenstile.stores.sql_connections import Connections, store_errors
 from tokenstile.stores.sql_rates import SqlRateCounter
-from tokenstile.stores.sql_tables import sessions, users
+from tokenstile.stores.sql_tables import session_is_live, sessions, users
 from tokenstile.stores.sqlite_reader import SqliteLoopReader
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -50,11 +51,6 @@ _SESSION_FIELDS = tuple(field.name for field in fields(SessionRecord))
 _BUMPED = users.c.credential_version + 1
 # The pg_advisory_xact_lock key that serializes schema upgrades ("tokensti", a bigint).
 _UPGRADE_LOCK = int.from_bytes(b"tokensti", "big")
-
-
-def _live(now: float) -> Any:
-    """The condition of a session that still works: neither revoked nor expired."""
-    return and_(sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)
 
 
 def _session_from_row(row: RowMapping) -> SessionRecord:
@@ -119,10 +115,6 @@ class SqlDatabase:
                 "installed: pip install 'tokenstile[postgres]'"
             ) from None
         return cls(engine, timeout=timeout)
-
-    @property
-    def url(self) -> str:
-        return self._engine.url.render_as_string(hide_password=True)
 
     @property
     def name(self) -> str:
@@ -200,14 +192,14 @@ class SqlDatabase:
                 misconfigured=True,
             ) from None
 
+    # Users, sessions and rate limits share one engine: the session store's ping and
+    # close serve the whole database.
+
     async def ping(self) -> None:
-        with store_errors(self.name):
-            async with self._engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+        await self.sessions.ping()
 
     async def aclose(self) -> None:
-        self.sessions.close_loop_reader()
-        await self._engine.dispose()
+        await self.sessions.aclose()
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -318,76 +310,77 @@ class SqlSessionStore:
         user_id: str | None = None,
         max_delay: float | None = None,
     ) -> Rotation:
-        issued_at = math.floor(now)
-        extended = issued_at + sessions.c.refresh_ttl
-        live = and_(sessions.c.sid == sid, _live(now))
+        """One ``UPDATE … RETURNING`` on the live, fresh session row decides and applies
+        the outcome: ``CASE`` rotates when ``presented_jti`` is current, keeps the row
+        for the parent within ``grace`` and revokes it otherwise. Every ``CASE`` reads
+        the row version the update locked (PostgreSQL re-reads it after waiting for a
+        racing writer; SQLite has one writer), so racing rotations yield one ROTATED and
+        GRACE for the rest, never a reuse. When no row matched, nothing changed, and a
+        read tells GONE (not live, or not the owner's) from STALE (live but too late).
+        """
+        live = and_(sessions.c.sid == sid, session_is_live(now))
         if user_id is not None:
             live = and_(live, sessions.c.user_id == user_id)
-        fresh = self._fresh(now, max_delay)
-        rotate = (
+        issued_at = math.floor(now)
+        extended = issued_at + sessions.c.refresh_ttl
+        set_by_rotation = {
+            "previous_jti": sessions.c.current_jti,
+            "current_jti": new_jti,
+            "current_iat": issued_at,
+            "rotated_at": now,
+            "last_used_at": now,
+            "expires_at": case(
+                (extended > sessions.c.max_expires_at, sessions.c.max_expires_at),
+                else_=extended,
+            ),
+        }
+        set_by_reuse = {"revoked_at": now, "revoke_reason": "reuse"}
+        rotating = sessions.c.current_jti == presented_jti
+        # NULL (a session never rotated) is not "keeping": in doubt, it is reuse.
+        keeping = or_(rotating, self._in_grace(presented_jti, now, grace))
+        values = {
+            column: case((rotating, value), else_=sessions.c[column])
+            for column, value in set_by_rotation.items()
+        } | {
+            column: case((keeping, sessions.c[column]), else_=value)
+            for column, value in set_by_reuse.items()
+        }
+        statement = (
             update(sessions)
-            .where(live, fresh, sessions.c.current_jti == presented_jti)
-            .values(
-                previous_jti=sessions.c.current_jti,
-                current_jti=new_jti,
-                current_iat=issued_at,
-                rotated_at=now,
-                last_used_at=now,
-                expires_at=case(
-                    (extended > sessions.c.max_expires_at, sessions.c.max_expires_at),
-                    else_=extended,
-                ),
-            )
+            .where(live, self._fresh(now, max_delay))
+            .values(values)
             .returning(*sessions.c)
         )
         async with self._connections.write() as connection:
-            row = (await connection.execute(rotate)).mappings().first()
-            if row is not None:
-                return Rotation(RotationOutcome.ROTATED, _session_from_row(row))
-            # Not current: revoke the session unless the token is the parent
-            # still inside its grace window. One conditional statement, so a
-            # rotation racing this one cannot be misread as reuse.
-            reuse = (
-                update(sessions)
-                .where(live, fresh, sessions.c.current_jti != presented_jti)
-                .where(~self._in_grace(presented_jti, now, grace))
-                .values(revoked_at=now, revoke_reason="reuse")
-                .returning(sessions.c.sid)
-            )
-            if (await connection.execute(reuse)).first() is not None:
-                return Rotation(RotationOutcome.REUSED, None)
-            found = await connection.execute(select(sessions, fresh.label("fresh")).where(live))
-            row = found.mappings().first()
+            row = (await connection.execute(statement)).mappings().first()
             if row is None:
-                return Rotation(RotationOutcome.GONE, None)
-            if not row["fresh"]:
-                return Rotation(RotationOutcome.STALE, None)
-            session = _session_from_row(row)
-            if session.previous_jti == presented_jti:
-                return Rotation(RotationOutcome.GRACE, session)
-            # Rotated again since the statement above: now a grandparent.
-            await connection.execute(
-                update(sessions).where(live).values(revoked_at=now, revoke_reason="reuse")
-            )
+                found = (await connection.execute(select(sessions.c.sid).where(live))).first()
+                outcome = RotationOutcome.GONE if found is None else RotationOutcome.STALE
+                return Rotation(outcome, None)
+        if row["revoked_at"] is not None:  # the update saw it live: this call revoked it
             return Rotation(RotationOutcome.REUSED, None)
+        session = _session_from_row(row)
+        if session.current_jti == new_jti:
+            return Rotation(RotationOutcome.ROTATED, session)
+        return Rotation(RotationOutcome.GRACE, session)
 
-    def _fresh(self, now: float, max_delay: float | None) -> Any:
+    def _fresh(self, now: float, max_delay: float | None) -> ColumnElement[bool]:
         """True while the database's own clock is at most ``max_delay`` past ``now``."""
         if max_delay is None:
             return true()
         if self._connections.dialect == "postgresql":
             # clock_timestamp(), not now(): the time the statement got its row lock.
-            database_now: Any = extract("epoch", func.clock_timestamp())
+            database_now: ColumnElement[Any] = extract("epoch", func.clock_timestamp())
         else:
             database_now = (func.julianday("now") - 2440587.5) * 86400.0
         return database_now - now <= max_delay
 
     @staticmethod
-    def _in_grace(presented_jti: str, now: float, grace: float) -> Any:
+    def _in_grace(presented_jti: str, now: float, grace: float) -> ColumnElement[bool]:
+        """Whether ``presented_jti`` is the parent, rotated out at most ``grace`` ago."""
         if grace <= 0:
-            return sessions.c.sid.is_(None)  # never true: grace is off
+            return false()
         return and_(
-            sessions.c.previous_jti.is_not(None),
             sessions.c.previous_jti == presented_jti,
             sessions.c.rotated_at >= now - grace,
         )
@@ -400,12 +393,12 @@ class SqlSessionStore:
             live = self._loop_reader.live(sids, now=now)
             if live is not None:
                 return live
-        statement = select(sessions.c.sid).where(sessions.c.sid.in_(sids), _live(now))
+        statement = select(sessions.c.sid).where(sessions.c.sid.in_(sids), session_is_live(now))
         async with self._connections.read() as connection:
             return {row[0] for row in await connection.execute(statement)}
 
     async def get_session(self, sid: str, *, now: float) -> SessionRecord | None:
-        statement = select(sessions).where(sessions.c.sid == sid, _live(now))
+        statement = select(sessions).where(sessions.c.sid == sid, session_is_live(now))
         async with self._connections.read() as connection:
             row = (await connection.execute(statement)).mappings().first()
         return None if row is None else _session_from_row(row)
@@ -413,7 +406,7 @@ class SqlSessionStore:
     async def revoke_session(self, sid: str, *, reason: str, now: float) -> bool:
         statement = (
             update(sessions)
-            .where(sessions.c.sid == sid, sessions.c.revoked_at.is_(None))
+            .where(sessions.c.sid == sid, session_is_live(now))
             .values(revoked_at=now, revoke_reason=reason)
         )
         async with self._connections.write() as connection:
@@ -424,7 +417,7 @@ class SqlSessionStore:
     ) -> int:
         statement = (
             update(sessions)
-            .where(sessions.c.user_id == user_id, _live(now))
+            .where(sessions.c.user_id == user_id, session_is_live(now))
             .values(revoked_at=now, revoke_reason=reason)
         )
         if keep_sid is not None:
@@ -435,7 +428,7 @@ class SqlSessionStore:
     async def list_user_sessions(self, user_id: str, *, now: float) -> list[SessionRecord]:
         statement = (
             select(sessions)
-            .where(sessions.c.user_id == user_id, _live(now))
+            .where(sessions.c.user_id == user_id, session_is_live(now))
             .order_by(sessions.c.created_at)
         )
         async with self._connections.read() as connection:
@@ -455,10 +448,7 @@ class SqlSessionStore:
         async with self._connections.read() as connection:
             await connection.execute(text("SELECT 1"))
 
-    def close_loop_reader(self) -> None:
+    async def aclose(self) -> None:
         if self._loop_reader is not None:
             self._loop_reader.close()
-
-    async def aclose(self) -> None:
-        self.close_loop_reader()
         await self._connections.dispose()

@@ -13,8 +13,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
     false,
 )
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 metadata = MetaData()
 
@@ -54,6 +56,13 @@ sessions = Table(
     Index("ix_sessions_user_id", "user_id"),
     Index("ix_sessions_expires_at", "expires_at"),
 )
+
+
+def session_is_live(now: float | BindParameter[float]) -> ColumnElement[bool]:
+    """The one condition of a session that still works at ``now``: neither revoked nor
+    expired. Every statement that asks whether a session is live uses it."""
+    return and_(sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)
+
 
 rate_events = Table(
     "rate_events",

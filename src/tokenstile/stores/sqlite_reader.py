@@ -14,11 +14,18 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from sqlalchemy import bindparam
+from sqlalchemy.dialects import sqlite
+
+from tokenstile.stores.sql_tables import session_is_live
+
 logger = logging.getLogger("tokenstile")
 
 # A reader only waits during rare WAL-index recovery; never stall the loop for long.
 _BUSY_TIMEOUT = 0.05
 _MAX_PARAMETERS = 500  # under SQLite's oldest default limit of 999
+# The store's own live condition, rendered once; its one "?" is ``now``.
+_LIVE = str(session_is_live(bindparam("now")).compile(dialect=sqlite.dialect()))
 
 
 class SqliteLoopReader:
@@ -38,10 +45,9 @@ class SqliteLoopReader:
             return None
         try:
             connection = self._connection or self._connect()
-            placeholders = ",".join("?" * len(sids))  # only "?"s are formatted in
+            placeholders = ",".join("?" * len(sids))  # constants and "?"s only: no values
             rows = connection.execute(
-                "SELECT sid FROM sessions WHERE revoked_at IS NULL AND expires_at > ?"  # noqa: S608
-                f" AND sid IN ({placeholders})",
+                f"SELECT sid FROM sessions WHERE {_LIVE} AND sid IN ({placeholders})",  # noqa: S608
                 (now, *sids),
             ).fetchall()
         except sqlite3.Error as exc:
