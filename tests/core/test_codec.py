@@ -1,7 +1,9 @@
-"""Invariant 7: verification accepts only the pinned algorithm, known keys and valid claims.
+"""The codec: invariant 7 (only the pinned algorithm, known keys and valid claims verify),
+and the encoding, claim typing and limits around it.
 
-Each attack from RFC 8725 has a named test. Tokens are forged with PyJWT, or assembled by
-hand where PyJWT refuses to produce them (``alg: none``, a PEM used as an HMAC secret).
+Each attack that invariant 7 names has a ``test_invariant_7_`` test; the other tests are
+named for the RFC or the behaviour they prove. Tokens are forged with PyJWT, or assembled
+by hand where PyJWT refuses to produce them (``alg: none``, a PEM used as an HMAC secret).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.core.clocks import FakeClock
-from tokenstile.core.codec import MAX_TOKEN_BYTES, TokenCodec
+from tokenstile.core.codec import (
+    MAX_TOKEN_BYTES,
+    AccessClaims,
+    TokenCodec,
+    introspection_members,
+    unverified_claims,
+    unverified_header,
+)
 from tokenstile.core.keys import KeyRing
 from tokenstile.errors import ConfigurationError, InvalidToken, TokenExpired
 
@@ -116,14 +125,14 @@ def hs256_by_hand(header: dict[str, Any], claims: dict[str, Any], key: bytes) ->
 # -- the baseline: what a valid token looks like ---------------------------------------
 
 
-def test_invariant_7_accepts_a_well_formed_access_token(codec: TokenCodec) -> None:
+def test_a_well_formed_access_token_verifies_with_its_claims(codec: TokenCodec) -> None:
     claims = codec.decode_access(forge(access_claims()))
 
     assert (claims.sub, claims.sid, claims.jti) == ("user-1", "session-1", "access-jti")
     assert (claims.iat, claims.exp) == (NOW, NOW + 900)
 
 
-def test_invariant_7_accepts_a_well_formed_refresh_token(codec: TokenCodec) -> None:
+def test_a_well_formed_refresh_token_verifies_with_its_claims(codec: TokenCodec) -> None:
     claims = codec.decode_refresh(forge(refresh_claims(), typ="rt+jwt"))
 
     assert (claims.sub, claims.sid, claims.jti) == ("user-1", "session-1", "refresh-jti")
@@ -177,7 +186,7 @@ def test_invariant_7_rejects_hs_rs_key_confusion(
         codec.decode_access(rs_with_private_key)
 
 
-def test_invariant_7_hand_assembled_hs256_matches_the_codec(codec: TokenCodec) -> None:
+def test_the_hand_assembled_hs256_helper_makes_tokens_the_codec_accepts(codec: TokenCodec) -> None:
     # Guards the forgery helper above: with the right key, hand-made tokens verify.
     token = hs256_by_hand({"alg": "HS256", "typ": "at+jwt"}, access_claims(), KEY)
 
@@ -204,7 +213,7 @@ def attacker_key_headers() -> dict[str, Any]:
     }
 
 
-def test_invariant_7_ignores_jku_x5u_and_jwk_headers(codec: TokenCodec) -> None:
+def test_invariant_7_ignores_keys_named_by_jku_x5u_and_jwk_headers(codec: TokenCodec) -> None:
     signed_by_attacker = forge(access_claims(), key=ATTACKER_SECRET, **attacker_key_headers())
     signed_by_us = forge(access_claims(), **attacker_key_headers())
 
@@ -234,7 +243,7 @@ def test_invariant_7_rejects_wrong_audience(codec: TokenCodec, audience: Any) ->
         codec.decode_access(forge(access_claims(aud=audience)))
 
 
-def test_invariant_7_accepts_an_audience_list_that_names_us(codec: TokenCodec) -> None:
+def test_rfc7519_4_1_3_an_audience_list_that_names_us_verifies(codec: TokenCodec) -> None:
     token = forge(access_claims(aud=["other-api", AUDIENCE]))
 
     assert codec.decode_access(token).sub == "user-1"
@@ -251,13 +260,15 @@ def test_invariant_7_rejects_refresh_token_as_access_token(codec: TokenCodec) ->
 
 def test_invariant_7_rejects_access_token_as_refresh_token(codec: TokenCodec) -> None:
     access = codec.encode_access(
-        sub="user-1",
-        sid="session-1",
-        jti="access-jti",
-        iat=NOW,
-        exp=NOW + 900,
-        client_id="tokenstile",
-        username="alice",
+        AccessClaims(
+            sub="user-1",
+            sid="session-1",
+            jti="access-jti",
+            iat=NOW,
+            exp=NOW + 900,
+            client_id="tokenstile",
+            username="alice",
+        )
     )
 
     with pytest.raises(InvalidToken):
@@ -265,7 +276,7 @@ def test_invariant_7_rejects_access_token_as_refresh_token(codec: TokenCodec) ->
 
 
 @pytest.mark.parametrize("typ", [None, "JWT", "at+JWT ", "application/jwt", "text/at+jwt", 1])
-def test_invariant_7_rejects_missing_typ(codec: TokenCodec, typ: Any) -> None:
+def test_invariant_7_rejects_a_missing_or_wrong_typ(codec: TokenCodec, typ: Any) -> None:
     with pytest.raises(InvalidToken):
         codec.decode_access(forge(access_claims(), typ=typ))
     with pytest.raises(InvalidToken):
@@ -309,7 +320,9 @@ def test_invariant_7_rejects_expired_token(codec: TokenCodec, clock: FakeClock) 
         codec.decode_refresh(refresh)
 
 
-def test_invariant_7_accepts_within_leeway(codec: TokenCodec, clock: FakeClock) -> None:
+def test_invariant_7_an_expired_token_verifies_only_within_the_leeway(
+    codec: TokenCodec, clock: FakeClock
+) -> None:
     exp = NOW + 900
     token = forge(access_claims(exp=exp))
 
@@ -331,7 +344,7 @@ def test_invariant_7_rejects_not_yet_valid_nbf(codec: TokenCodec) -> None:
 
 
 @pytest.mark.parametrize("nbf", ["soon", 1.5e9, True])
-def test_invariant_7_rejects_malformed_nbf(codec: TokenCodec, nbf: Any) -> None:
+def test_a_non_integer_nbf_is_refused(codec: TokenCodec, nbf: Any) -> None:
     with pytest.raises(InvalidToken):
         codec.decode_access(forge(access_claims(nbf=nbf)))
 
@@ -372,7 +385,7 @@ def test_invariant_7_rejects_tampered_signature(codec: TokenCodec) -> None:
 @pytest.mark.parametrize(
     "token", ["", "not-a-jwt", "a.b", "a.b.c.d", "...", "e30.e30.", "\x00\x01.\x02.\x03"]
 )
-def test_invariant_7_rejects_malformed_tokens(codec: TokenCodec, token: str) -> None:
+def test_a_token_that_is_not_a_compact_jws_is_refused(codec: TokenCodec, token: str) -> None:
     with pytest.raises(InvalidToken):
         codec.decode_access(token)
 
@@ -391,7 +404,7 @@ def padded_token(length_at_most: int) -> str:
     return best
 
 
-def test_invariant_7_rejects_oversized_token_before_parsing(codec: TokenCodec) -> None:
+def test_an_oversized_token_is_refused_before_parsing(codec: TokenCodec) -> None:
     just_fits = padded_token(MAX_TOKEN_BYTES)
     oversized = forge(access_claims(pad="x" * MAX_TOKEN_BYTES))
 
@@ -404,7 +417,7 @@ def test_invariant_7_rejects_oversized_token_before_parsing(codec: TokenCodec) -
 
 
 @pytest.mark.parametrize("exp", [str(NOW + 900), float(NOW + 900), True, None, [NOW + 900]])
-def test_invariant_7_rejects_non_integer_exp(codec: TokenCodec, exp: Any) -> None:
+def test_a_missing_or_non_integer_exp_is_refused(codec: TokenCodec, exp: Any) -> None:
     with pytest.raises(InvalidToken):
         codec.decode_access(forge(access_claims(exp=exp)))
     with pytest.raises(InvalidToken):
@@ -412,14 +425,16 @@ def test_invariant_7_rejects_non_integer_exp(codec: TokenCodec, exp: Any) -> Non
 
 
 @pytest.mark.parametrize("iat", [str(NOW), float(NOW), None])
-def test_invariant_7_rejects_non_integer_iat(codec: TokenCodec, iat: Any) -> None:
+def test_a_missing_or_non_integer_iat_is_refused(codec: TokenCodec, iat: Any) -> None:
     with pytest.raises(InvalidToken):
         codec.decode_access(forge(access_claims(iat=iat)))
 
 
 @pytest.mark.parametrize("claim", ["sid", "jti", "sub"])
 @pytest.mark.parametrize("value", [None, "", 42], ids=["missing", "empty", "not-a-string"])
-def test_invariant_7_rejects_missing_sid_or_jti(codec: TokenCodec, claim: str, value: Any) -> None:
+def test_a_missing_empty_or_non_string_sub_sid_or_jti_is_refused(
+    codec: TokenCodec, claim: str, value: Any
+) -> None:
     with pytest.raises(InvalidToken):
         codec.decode_access(forge(access_claims(**{claim: value})))
     with pytest.raises(InvalidToken):
@@ -427,7 +442,9 @@ def test_invariant_7_rejects_missing_sid_or_jti(codec: TokenCodec, claim: str, v
 
 
 @pytest.mark.parametrize("crit", [["exp"], ["b64x"], []])
-def test_invariant_7_rejects_crit_header(codec: TokenCodec, crit: list[str]) -> None:
+def test_rfc7515_4_1_11_a_token_with_a_crit_header_is_refused(
+    codec: TokenCodec, crit: list[str]
+) -> None:
     token = forge(access_claims(), crit=crit)
 
     with pytest.raises(InvalidToken):
@@ -438,16 +455,16 @@ def test_invariant_7_rejects_crit_header(codec: TokenCodec, crit: list[str]) -> 
 
 
 @pytest.mark.parametrize("length", [0, 16, 31])
-def test_invariant_7_refuses_a_secret_under_32_bytes(length: int) -> None:
+def test_rfc7518_3_2_a_secret_under_32_bytes_is_refused(length: int) -> None:
     with pytest.raises(ConfigurationError):
         KeyRing.symmetric(b"k" * length)
 
 
-def test_invariant_7_accepts_a_secret_of_32_bytes() -> None:
+def test_rfc7518_3_2_a_secret_of_32_bytes_is_accepted() -> None:
     assert KeyRing.symmetric(b"k" * 32).algorithm == "HS256"
 
 
-def test_invariant_7_refresh_token_encoding_is_deterministic(codec: TokenCodec) -> None:
+def test_refresh_token_encoding_is_deterministic_for_the_grace_window(codec: TokenCodec) -> None:
     # The grace window re-creates the child token from the session record alone.
     def encode(jti: str) -> str:
         return codec.encode_refresh(sub="user-1", sid="session-1", jti=jti, iat=NOW, exp=NOW + 60)
@@ -460,17 +477,19 @@ def test_invariant_7_refresh_token_encoding_is_deterministic(codec: TokenCodec) 
 
 def encode_access(codec: TokenCodec, iat: int = NOW) -> str:
     return codec.encode_access(
-        sub="user-1",
-        sid="session-1",
-        jti="access-jti",
-        iat=iat,
-        exp=iat + 900,
-        client_id="my-app",
-        username="alice",
+        AccessClaims(
+            sub="user-1",
+            sid="session-1",
+            jti="access-jti",
+            iat=iat,
+            exp=iat + 900,
+            client_id="my-app",
+            username="alice",
+        )
     )
 
 
-def test_invariant_7_access_token_is_an_rfc_9068_jwt(codec: TokenCodec) -> None:
+def test_rfc9068_an_access_token_is_an_at_jwt_with_the_registered_claims(codec: TokenCodec) -> None:
     token = encode_access(codec)
 
     header = jwt.get_unverified_header(token)
@@ -483,7 +502,7 @@ def test_invariant_7_access_token_is_an_rfc_9068_jwt(codec: TokenCodec) -> None:
     assert claims["sub"] == "user-1"
 
 
-def test_invariant_7_a_third_party_verifies_access_tokens_with_plain_pyjwt(
+def test_a_third_party_verifies_access_tokens_with_plain_pyjwt(
     codec: TokenCodec, clock: FakeClock
 ) -> None:
     # PyJWT checks exp and iat against the real clock, so the codec uses real time here.
@@ -497,6 +516,102 @@ def test_invariant_7_a_third_party_verifies_access_tokens_with_plain_pyjwt(
     assert claims["sid"] == "session-1"
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(token, ATTACKER_SECRET, algorithms=["HS256"], audience=AUDIENCE)
+
+
+# -- the access claims are defined once ---------------------------------------------------
+
+
+def test_every_declared_access_claim_is_signed_into_the_token_and_read_back(
+    codec: TokenCodec,
+) -> None:
+    claims = AccessClaims(
+        sub="user-1",
+        sid="session-1",
+        jti="access-jti",
+        iat=NOW,
+        exp=NOW + 900,
+        client_id="my-app",
+        username="alice",
+    )
+
+    token = codec.encode_access(claims)
+
+    payload = json.loads(b64url_decode(token.split(".")[1]))
+    assert payload == access_claims(client_id="my-app")
+    assert codec.decode_access(token) == claims
+
+
+@pytest.mark.parametrize(
+    "claim", ["sub", "sid", "jti", "iat", "exp", "client_id", "preferred_username"]
+)
+def test_an_access_token_without_any_one_declared_claim_is_refused(
+    codec: TokenCodec, claim: str
+) -> None:
+    assert codec.decode_access(forge(access_claims())).sub == "user-1"
+    with pytest.raises(InvalidToken):
+        codec.decode_access(forge(access_claims(**{claim: None})))
+
+
+@pytest.mark.parametrize(("claim", "value"), [("client_id", 7), ("preferred_username", ["alice"])])
+def test_an_access_token_whose_claim_has_the_wrong_type_is_refused(
+    codec: TokenCodec, claim: str, value: Any
+) -> None:
+    with pytest.raises(InvalidToken, match=claim):
+        codec.decode_access(forge(access_claims(**{claim: value})))
+
+
+def test_introspection_reports_each_access_claim_under_its_introspection_name() -> None:
+    claims = AccessClaims(sub="u", sid="s", jti="j", iat=1, exp=2, client_id="c", username="alice")
+
+    assert introspection_members(claims) == {
+        "sub": "u",
+        "sid": "s",
+        "jti": "j",
+        "iat": 1,
+        "exp": 2,
+        "client_id": "c",
+        "username": "alice",
+    }
+
+
+# -- reading a token without trusting it ---------------------------------------------------
+
+
+def test_the_unverified_readers_return_what_even_a_forged_token_states() -> None:
+    forged = forge(access_claims(sub="admin"), key=ATTACKER_SECRET, kid="their-key")
+
+    assert unverified_header(forged) == {"alg": "HS256", "typ": "at+jwt", "kid": "their-key"}
+    assert unverified_claims(forged) == access_claims(sub="admin")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "not-a-jwt",
+        "e30",
+        f"{b64url(b'[1]')}.e30.",
+        f"{forge(access_claims())}=",
+        "\udcff.e30.",
+        "x" * (MAX_TOKEN_BYTES + 1),
+        None,
+    ],
+    ids=[
+        "empty",
+        "no-dots",
+        "one-part",
+        "header-not-object",
+        "padded",
+        "surrogate",
+        "oversized",
+        "not-a-string",
+    ],
+)
+def test_the_unverified_readers_refuse_what_is_not_a_compact_jws(token: Any) -> None:
+    with pytest.raises(InvalidToken):
+        unverified_header(token)
+    with pytest.raises(InvalidToken):
+        unverified_claims(token)
 
 
 # -- the verified-token cache ------------------------------------------------------------

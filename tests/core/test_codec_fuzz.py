@@ -68,13 +68,15 @@ def issued(codec: TokenCodec, kind: str, n: int = 0) -> str:
     """A valid token of ``kind`` (``access`` or ``refresh``); ``n`` varies its ids."""
     if kind == "access":
         return codec.encode_access(
-            sub=f"user-{n}",
-            sid=f"sid-{n}",
-            jti=f"access-{n}",
-            iat=NOW,
-            exp=NOW + 900,
-            client_id="web",
-            username=f"name-{n}",
+            AccessClaims(
+                sub=f"user-{n}",
+                sid=f"sid-{n}",
+                jti=f"access-{n}",
+                iat=NOW,
+                exp=NOW + 900,
+                client_id="web",
+                username=f"name-{n}",
+            )
         )
     return codec.encode_refresh(
         sub=f"user-{n}", sid=f"sid-{n}", jti=f"refresh-{n}", iat=NOW, exp=NOW + DAY

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.core.clocks import FakeClock
 from tokenstile.core import jwk
-from tokenstile.core.codec import TokenCodec
+from tokenstile.core.codec import AccessClaims, TokenCodec
 from tokenstile.core.keys import NOT_AFTER, RELOAD_INTERVAL, KeyRing
 from tokenstile.errors import ConfigurationError, InvalidToken
 from tokenstile.keyfiles import KeySetFile, load_or_create_keys, rotate_keys
@@ -71,13 +71,15 @@ def codec_for(ring: KeyRing, clock: Callable[[], float]) -> TokenCodec:
 
 def access_token(codec: TokenCodec, iat: int = NOW, ttl: int = 900) -> str:
     return codec.encode_access(
-        sub="user-1",
-        sid="session-1",
-        jti=f"jti-{iat}",
-        iat=iat,
-        exp=iat + ttl,
-        client_id="my-app",
-        username="alice",
+        AccessClaims(
+            sub="user-1",
+            sid="session-1",
+            jti=f"jti-{iat}",
+            iat=iat,
+            exp=iat + ttl,
+            client_id="my-app",
+            username="alice",
+        )
     )
 
 

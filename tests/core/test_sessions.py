@@ -511,6 +511,71 @@ async def test_end_all_without_keep_sid_ends_every_session_of_the_user(
         await assert_session_dead(sessions, pair)
 
 
+# -- introspection (RFC 7662) -------------------------------------------------------------
+
+
+async def test_introspection_reports_an_access_token_under_the_rfc7662_names(
+    sessions: SessionService, codec: TokenCodec, alice: UserRecord
+) -> None:
+    pair = await sessions.start(alice, client_id="web")
+    access = codec.decode_access(pair.access_token)
+
+    info = await sessions.introspect(pair.access_token)
+
+    assert info is not None
+    assert info.introspection() == {
+        "active": True,
+        "token_type": "access_token",
+        "sub": alice.id,
+        "sid": pair.session.sid,
+        "jti": access.jti,
+        "iat": START,
+        "exp": START + POLICY.access_ttl,
+        "client_id": "web",
+        "username": "alice",
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+    }
+
+
+async def test_introspection_reports_a_refresh_token_with_its_own_times_and_no_audience(
+    sessions: SessionService, clock: FakeClock, alice: UserRecord
+) -> None:
+    login = await sessions.start(alice, client_id="web")
+    clock.advance(30)
+    rotated = await sessions.refresh(login.refresh_token)
+
+    info = await sessions.introspect(rotated.refresh_token)
+
+    assert info is not None
+    assert info.introspection() == {
+        "active": True,
+        "token_type": "refresh_token",
+        "sub": alice.id,
+        "sid": login.session.sid,
+        "jti": rotated.session.current_jti,
+        "iat": START + 30,
+        "exp": START + 30 + POLICY.refresh_ttl,
+        "client_id": "web",
+        "username": "alice",
+        "iss": ISSUER,
+    }
+
+
+async def test_introspection_reports_nothing_for_an_ended_or_rotated_out_token(
+    sessions: SessionService, clock: FakeClock, alice: UserRecord
+) -> None:
+    login = await sessions.start(alice)
+    rotated = await sessions.refresh(login.refresh_token)
+    clock.advance(POLICY.refresh_grace + 1)
+
+    assert await sessions.introspect(login.refresh_token) is None
+    await sessions.end(rotated.session.sid)
+    assert await sessions.introspect(rotated.access_token) is None
+    assert await sessions.introspect(rotated.refresh_token) is None
+    assert await sessions.introspect("not-a-token") is None
+
+
 # -- housekeeping ------------------------------------------------------------------------
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
@@ -14,6 +12,8 @@ import anyio
 import httpx
 
 from tokenstile.client._exceptions import LoginFailed, SessionEnded, TokenAuthError
+from tokenstile.core.codec import unverified_claims
+from tokenstile.errors import InvalidToken
 
 OnTokens = Callable[[Mapping[str, Any]], object]
 
@@ -145,7 +145,16 @@ class TokenAuth(httpx.Auth):
         return auth
 
     def _flow(self, request: httpx.Request) -> Generator[httpx.Request | _Refresh, httpx.Response]:
-        """The policy both flows share: refresh early, or once on a 401 and retry."""
+        """The policy both drivers share: refresh early, or once on a 401 and retry.
+
+        httpx's own drivers over one ``auth_flow`` would not do: the single-flight lock
+        is held across the yield of the refresh request, and that lock differs between
+        threads and tasks (a ``threading.Lock`` would stall the event loop); and only the
+        refresh answer may be read before the flow goes on, whereas
+        ``requires_response_body`` reads the caller's responses too, streamed ones
+        included. So the flow yields a ``_Refresh`` step where the lock goes, and each
+        driver adds only its lock and its way of reading a body.
+        """
         pair = self._live_pair()
         if self._expiring(pair):
             yield _Refresh(pair)
@@ -157,46 +166,38 @@ class TokenAuth(httpx.Auth):
             yield self._authorized(request, self._live_pair())
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        """Run the flow for ``httpx.Client``, one refresh at a time across threads."""
+        """Drive the flow for ``httpx.Client``, one refresh at a time across threads."""
         request.read()  # so that a retry can send the body again
         flow = self._flow(request)
-        try:
-            step = next(flow)
-            while True:
-                if isinstance(step, _Refresh):
-                    with self._sync_lock:
-                        if self._still_current(step.stale):
-                            answer = yield self._refresh_request(step.stale)
-                            answer.read()
-                            self._accept(answer)
-                    step = next(flow)
-                else:
-                    response = yield step
-                    step = flow.send(response)
-        except StopIteration:
-            return
+        step = next(flow, None)
+        while step is not None:
+            if isinstance(step, _Refresh):
+                with self._sync_lock:
+                    if self._still_current(step.stale):
+                        answer = yield self._refresh_request(step.stale)
+                        answer.read()
+                        self._accept(answer)
+                step = next(flow, None)
+            else:
+                step = _resume(flow, (yield step))
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        """Run the flow for ``httpx.AsyncClient``, one refresh at a time across tasks."""
+        """Drive the flow for ``httpx.AsyncClient``, one refresh at a time across tasks."""
         await request.aread()  # so that a retry can send the body again
         flow = self._flow(request)
-        try:
-            step = next(flow)
-            while True:
-                if isinstance(step, _Refresh):
-                    async with self._async_lock:
-                        if self._still_current(step.stale):
-                            answer = yield self._refresh_request(step.stale)
-                            await answer.aread()
-                            self._accept(answer)
-                    step = next(flow)
-                else:
-                    response = yield step
-                    step = flow.send(response)
-        except StopIteration:
-            return
+        step = next(flow, None)
+        while step is not None:
+            if isinstance(step, _Refresh):
+                async with self._async_lock:
+                    if self._still_current(step.stale):
+                        answer = yield self._refresh_request(step.stale)
+                        await answer.aread()
+                        self._accept(answer)
+                step = next(flow, None)
+            else:
+                step = _resume(flow, (yield step))
 
     def _live_pair(self) -> _Pair:
         if self._ended is not None:
@@ -233,6 +234,16 @@ class TokenAuth(httpx.Auth):
             self._on_tokens(pair)
 
 
+def _resume(
+    flow: Generator[httpx.Request | _Refresh, httpx.Response], response: httpx.Response
+) -> httpx.Request | _Refresh | None:
+    """The flow's next step once it has ``response``; ``None`` when it is done."""
+    try:
+        return flow.send(response)
+    except StopIteration:
+        return None
+
+
 def _login_url(base_url: str) -> str:
     return f"{base_url.rstrip('/')}/auth/login"
 
@@ -266,8 +277,7 @@ def _token_pair(response: httpx.Response) -> dict[str, Any]:
 def _lifetime(access_token: str) -> float | None:
     """``exp - iat`` of a JWT, read without verifying it: only the length is used, no clock."""
     try:
-        payload = access_token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims = unverified_claims(access_token)
         return float(claims["exp"]) - float(claims["iat"])
-    except (IndexError, KeyError, TypeError, ValueError):
+    except (InvalidToken, KeyError, TypeError, ValueError):
         return None

@@ -1,7 +1,8 @@
 """Asymmetric keys as JSON Web Keys: generation, RFC 7517/7518/8037 form, RFC 7638 ids.
 
 Built on ``cryptography`` alone, so the codec stays the only module that imports the
-JWT library. Each supported algorithm has exactly one key type and curve:
+JWT library; the base64url helpers here read and write key members, never tokens, which
+only the codec reads. Each supported algorithm has exactly one key type and curve:
 RS256 — RSA of at least 2048 bits; ES256 — EC P-256; EdDSA — OKP Ed25519.
 """
 

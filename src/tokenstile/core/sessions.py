@@ -10,11 +10,17 @@ import ipaddress
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from tokenstile.core.audit import OK, REFUSED, AuditLog
 from tokenstile.core.clock import Clock
-from tokenstile.core.codec import AccessClaims, RefreshClaims, TokenCodec
+from tokenstile.core.codec import (
+    AccessClaims,
+    RefreshClaims,
+    TokenCodec,
+    introspection_members,
+)
 from tokenstile.core.liveness import LivenessBatcher
 from tokenstile.core.ratelimit import DEFAULT_RATES, RateLimiter, RatePolicy
 from tokenstile.core.store import RotationOutcome, SessionRecord, SessionStore, UserRecord
@@ -76,18 +82,29 @@ class SessionPolicy:
     (the store timeout: its caller has answered 503); ``None`` trusts any delay."""
 
 
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    """An active token, as introspection reports it."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenInfo(AccessClaims):
+    """An active token as introspection reports it (RFC 7662 §2.2): the access claims —
+    for a refresh token, those its session's access tokens carry, with the token's own
+    ``jti``, ``iat`` and ``exp`` — and what introspection adds to them."""
 
     token_type: str
-    sub: str
-    sid: str
-    jti: str
-    iat: int
-    exp: int
-    client_id: str
-    username: str
+    iss: str
+    aud: str | None
+    """For access tokens only."""
+
+    def introspection(self) -> dict[str, Any]:
+        """The answer's members: ``active``, ``token_type``, every claim under its
+        introspection name, ``iss`` and, for an access token, ``aud``."""
+        members = {
+            "active": True,
+            "token_type": self.token_type,
+            **introspection_members(self),
+            "iss": self.iss,
+        }
+        if self.aud is not None:
+            members["aud"] = self.aud
+        return members
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,32 +304,21 @@ class SessionService:
         claims = self._claims_of(token)
         if claims is None:
             return None
-        now = self._clock()
         if isinstance(claims, AccessClaims):
             if not await self._liveness.is_active(claims.sid):
                 return None
             return TokenInfo(
-                "access_token",
-                claims.sub,
-                claims.sid,
-                claims.jti,
-                claims.iat,
-                claims.exp,
-                claims.client_id,
-                claims.username,
+                **asdict(claims),
+                token_type="access_token",
+                iss=self._codec.issuer,
+                aud=self._codec.audience,
             )
-        session = await self._store.get_session(claims.sid, now=now)
+        session = await self._store.get_session(claims.sid, now=self._clock())
         if session is None or session.current_jti != claims.jti or session.user_id != claims.sub:
             return None
+        access = _access_claims(session, jti=claims.jti, iat=claims.iat, exp=claims.exp)
         return TokenInfo(
-            "refresh_token",
-            claims.sub,
-            claims.sid,
-            claims.jti,
-            claims.iat,
-            claims.exp,
-            session.client_id or DEFAULT_CLIENT_ID,
-            session.username,
+            **asdict(access), token_type="refresh_token", iss=self._codec.issuer, aud=None
         )
 
     def _claims_of(self, token: str) -> AccessClaims | RefreshClaims | None:
@@ -417,13 +423,7 @@ class SessionService:
         issued_at = math.floor(now)
         access_expires_at = min(issued_at + self._policy.access_ttl, session.expires_at)
         access = self._codec.encode_access(
-            sub=session.user_id,
-            sid=session.sid,
-            jti=new_token_id(),
-            iat=issued_at,
-            exp=access_expires_at,
-            client_id=session.client_id or DEFAULT_CLIENT_ID,
-            username=session.username,
+            _access_claims(session, jti=new_token_id(), iat=issued_at, exp=access_expires_at)
         )
         # Derived from the record alone, so a grace-window answer re-creates the
         # very token the first answer carried without the store holding it.
@@ -441,3 +441,16 @@ class SessionService:
             refresh_expires_in=max(session.expires_at - issued_at, 0),
             session=session,
         )
+
+
+def _access_claims(session: SessionRecord, *, jti: str, iat: int, exp: int) -> AccessClaims:
+    """What the access tokens of ``session`` say: where each claim gets its value."""
+    return AccessClaims(
+        sub=session.user_id,
+        sid=session.sid,
+        jti=jti,
+        iat=iat,
+        exp=exp,
+        client_id=session.client_id or DEFAULT_CLIENT_ID,
+        username=session.username,
+    )

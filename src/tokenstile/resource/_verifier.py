@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from types import TracebackType
 from typing import Protocol
 
 import httpx
 
 from tokenstile.core.clock import Clock, system_clock
-from tokenstile.core.codec import MAX_TOKEN_BYTES, AccessClaims, TokenCodec
+from tokenstile.core.codec import AccessClaims, TokenCodec, unverified_header
 from tokenstile.core.keys import KeyRing
 from tokenstile.errors import InvalidToken, TokenRevoked
 from tokenstile.resource._jwks import JwksCache
@@ -147,12 +144,8 @@ class RemoteVerifier:
 def _unverified_kid(token: str) -> str | None:
     """The ``kid`` a compact JWS names, read only to decide whether to refetch keys;
     ``None`` if the header cannot be read or names none."""
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
-        return None
-    segment = token.partition(".")[0]
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, binascii.Error):
+        kid = unverified_header(token).get("kid")
+    except InvalidToken:
         return None
-    kid = header.get("kid") if isinstance(header, dict) else None
     return kid if isinstance(kid, str) and kid else None
