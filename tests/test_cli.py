@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import socket
 import stat
@@ -105,11 +106,16 @@ def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """A non-zero exit with exactly one line of explanation and no traceback."""
+    """A non-zero exit with exactly one line of explanation and no traceback (besides
+    the note naming a DATA_DIR the command created before it failed)."""
     output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode != 0, output
     assert "Traceback" not in result.stdout + result.stderr, output
-    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    lines = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and not line.startswith("note: created DATA_DIR ")
+    ]
     assert len(lines) == 1, output
     (line,) = lines
     assert line.startswith("error: "), output
@@ -300,6 +306,78 @@ def test_purge_prints_a_count_and_exits_0(cli: Cli) -> None:
     result = cli("purge")
     assert_ok(result)
     assert re.fullmatch(r"purged \d+ entries\n", result.stdout), result.stdout
+
+
+def run_with_terminal_stderr(cli: Cli, *args: str, **settings: str) -> tuple[int, str, str]:
+    """Run ``tokenstile ARGS`` with stderr on a pseudo-terminal (stdout still piped):
+    its exit code, stdout, and everything the terminal received."""
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [str(TOKENSTILE), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            cwd=cli.cwd,
+            env={**cli.env(settings), "TERM": "xterm-256color", "COLUMNS": "100"},
+        )
+    finally:
+        os.close(terminal)
+    received = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the command closed its end
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(controller)
+    assert process.stdout is not None
+    stdout = process.stdout.read().decode()
+    process.stdout.close()
+    return process.wait(timeout=60), stdout, received.decode(errors="replace")
+
+
+PURGE_STATUS = "Purging expired and revoked session state"
+
+
+def test_purge_shows_its_progress_on_a_terminal(cli: Cli) -> None:
+    assert_ok(cli("purge"))  # the data directory exists: no note on the terminal
+    code, stdout, terminal = run_with_terminal_stderr(cli, "purge")
+    assert code == 0, terminal
+    assert PURGE_STATUS in terminal
+    assert re.fullmatch(r"purged \d+ entries\n", stdout), stdout  # the answer, undisturbed
+
+
+def test_purge_shows_no_progress_when_stderr_is_not_a_terminal(cli: Cli) -> None:
+    assert_ok(cli("purge"))
+    result = cli("purge")
+    assert_ok(result)
+    assert result.stderr == ""
+    assert PURGE_STATUS not in result.stdout
+
+
+def test_a_name_that_looks_like_rich_markup_is_shown_as_typed_in_the_progress(
+    cli: Cli,
+) -> None:
+    assert_ok(cli("purge"))
+    code, _, terminal = run_with_terminal_stderr(cli, "user", "disable", "[/bold]x")
+    assert code == 1
+    assert "Traceback" not in terminal
+    assert "Disabling [/bold]x and ending their sessions" in terminal
+
+
+def test_progress_is_erased_before_a_failing_commands_error_line(cli: Cli) -> None:
+    assert_ok(cli("purge"))
+    code, _, terminal = run_with_terminal_stderr(
+        cli, "check", TOKENSTILE_REDIS_URL="redis://127.0.0.1:1/0", TOKENSTILE_STORE_TIMEOUT="0.5"
+    )
+    assert code == 1
+    assert "Checking the stores" in terminal
+    # The spinner's line is cleared, then the error is the last thing on the terminal.
+    last_line = terminal.replace("\r\n", "\n").rstrip("\n").rsplit("\n", 1)[-1]
+    assert last_line.endswith("error: redis 127.0.0.1:1 db 0: connection refused"), terminal
 
 
 # -- check -----------------------------------------------------------------------------
@@ -801,6 +879,20 @@ def test_a_command_that_creates_the_data_dir_says_where(cli: Cli) -> None:
     again = cli("user", "list")
     assert_ok(again)
     assert again.stderr == ""
+
+
+def test_a_command_that_creates_the_data_dir_and_then_fails_still_says_where(cli: Cli) -> None:
+    result = cli(
+        "check", TOKENSTILE_REDIS_URL="redis://127.0.0.1:1/0", TOKENSTILE_STORE_TIMEOUT="0.5"
+    )
+    assert result.returncode == 1
+    assert cli.data_dir.is_dir()  # the generated secret went in before Redis was asked
+    assert result.stderr.splitlines() == [
+        f"note: created DATA_DIR {cli.data_dir.resolve()}",
+        "error: redis 127.0.0.1:1 db 0: connection refused",
+    ]
+    again = cli("check", TOKENSTILE_REDIS_URL="redis://127.0.0.1:1/0")
+    assert again.stderr.splitlines() == ["error: redis 127.0.0.1:1 db 0: connection refused"]
 
 
 AUDIT_CORE_FIELDS = {"time", "event", "outcome", "reason", "user_id", "sid", "ip", "user_agent"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import logging.config
@@ -16,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tokenstile import __version__
@@ -98,8 +100,18 @@ app.add_typer(keys_app, name="keys")
 
 
 def _fail(message: str) -> typer.Exit:
+    _note_created_data_dirs()  # the error comes last: it is what the reader acts on
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=1)
+
+
+def _note_created_data_dirs() -> None:
+    """Say once which DATA_DIRs this command created, whether it then succeeds or fails:
+    a failed command still leaves the new directory behind."""
+    for data_dir in sorted(_fresh_data_dirs):
+        if data_dir.exists():
+            typer.echo(f"note: created DATA_DIR {data_dir}", err=True)
+    _fresh_data_dirs.clear()
 
 
 def _settings() -> Settings:
@@ -143,9 +155,11 @@ def _run(
     settings: Settings | None = None,
     *,
     start: bool = True,
+    status: str | None = None,
 ) -> T:
     """Open a runtime, ``start`` its stores (migrating an embedded database), run
-    ``action`` on it, close it; errors become one line and exit 1."""
+    ``action`` on it, close it; errors become one line and exit 1. ``status`` is shown
+    with a spinner while it runs, on a terminal only (see :func:`_progress`)."""
     settings = settings or _settings()
 
     async def main() -> T:
@@ -158,13 +172,24 @@ def _run(
             await runtime.aclose()
 
     try:
-        return asyncio.run(main())
+        with _progress(status):
+            return asyncio.run(main())
     except StoreUnavailable as exc:
         raise _fail(exc.cause) from None
     except TokenstileError as exc:
         raise _fail(exc.detail) from None
     except OSError as exc:  # e.g. a DATA_DIR that cannot be created
         raise _fail(_file_problem(settings, exc)) from None
+
+
+def _progress(status: str | None) -> contextlib.AbstractContextManager[object]:
+    """A spinner with ``status`` on stderr while a command works, when stderr is a
+    terminal; nothing otherwise, so piped and logged output holds only the answer.
+    It is erased when the work ends, before the answer or the error is printed."""
+    if status is None or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    # Escaped: the text may hold a name as typed, and Rich would read "[/x]" as markup.
+    return Console(stderr=True).status(escape(status))
 
 
 @app.command()
@@ -287,14 +312,14 @@ def user_passwd(name: str, password_stdin: PasswordStdin = False) -> None:
         user = await runtime.accounts.set_password(name, password, actor=ACTOR)
         return await runtime.sessions.end_all(user.id, reason="password_changed", actor=ACTOR)
 
-    ended = _run(passwd)
+    ended = _run(passwd, status=f"Changing the password of {name} and ending their sessions…")
     typer.echo(f"changed the password of {name}; ended {ended} session(s)")
 
 
 @user_app.command("list")
 def user_list() -> None:
     """List every user."""
-    users = _run(lambda runtime: runtime.accounts.list_users())
+    users = _run(lambda runtime: runtime.accounts.list_users(), status="Reading the users…")
     table = Table("username", "id", "created", "status", box=None)
     for user in users:
         table.add_row(user.username, user.id, _time(user.created_at), _status(user))
@@ -324,7 +349,7 @@ def user_disable(name: str) -> None:
         user = await runtime.accounts.disable(name, actor=ACTOR)
         return await runtime.sessions.end_all(user.id, reason="user_disabled", actor=ACTOR)
 
-    ended = _run(disable)
+    ended = _run(disable, status=f"Disabling {name} and ending their sessions…")
     typer.echo(f"disabled {name}; ended {ended} session(s)")
 
 
@@ -346,7 +371,7 @@ def sessions_list(
         return await runtime.sessions.list_sessions(account.id)
 
     table = Table("session", "created", "last used", "expires", "ip", "user agent", box=None)
-    for session in _run(sessions):
+    for session in _run(sessions, status=f"Reading the sessions of {user}…"):
         table.add_row(
             session.sid,
             _time(session.created_at),
@@ -370,7 +395,10 @@ def sessions_revoke(
     """End every session of a user (--user NAME) or one session (--session ID)."""
     if user is not None and session is None:
         name = user
-        ended = _run(lambda runtime: _end_all_sessions(runtime, name))
+        ended = _run(
+            lambda runtime: _end_all_sessions(runtime, name),
+            status=f"Ending every session of {name}…",
+        )
         typer.echo(f"ended {ended} session(s) of {name}")
     elif session is not None and user is None:
         sid = session
@@ -390,7 +418,9 @@ async def _end_all_sessions(runtime: Runtime, username: str) -> int:
 @app.command()
 def purge() -> None:
     """Drop expired and revoked session state."""
-    removed = _run(lambda runtime: runtime.purge())
+    removed = _run(
+        lambda runtime: runtime.purge(), status="Purging expired and revoked session state…"
+    )
     typer.echo(f"purged {removed} entries")
 
 
@@ -399,7 +429,7 @@ def check() -> None:
     """Check the configuration, that every store answers and the schema is the newest."""
     settings = _settings()
     _check_keys(settings)
-    lines = _run(lambda runtime: runtime.stores.check(), settings)
+    lines = _run(lambda runtime: runtime.stores.check(), settings, status="Checking the stores…")
     if settings.data_dir.exists():
         typer.echo(f"ok: DATA_DIR {settings.data_dir.resolve()}")
     typer.echo(f"ok: keys: {settings.algorithm}")
@@ -415,7 +445,7 @@ def db_upgrade() -> None:
         database = runtime.stores.database
         return await database.upgrade(), await database.schema_revision(), database.name
 
-    applied, revision, where = _run(upgrade, start=False)
+    applied, revision, where = _run(upgrade, start=False, status="Applying migrations…")
     if applied:
         typer.echo(f"applied {', '.join(applied)} to {where}")
     else:
@@ -481,11 +511,8 @@ def main() -> None:
     except typer.Abort:
         typer.echo("error: aborted", err=True)
         sys.exit(1)
-    code = code if isinstance(code, int) else 0
-    for data_dir in sorted(_fresh_data_dirs):
-        if code == 0 and data_dir.exists():  # a failure says one line, its error
-            typer.echo(f"note: created DATA_DIR {data_dir}", err=True)
-    sys.exit(code)
+    _note_created_data_dirs()
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _message(exc: Exception) -> str:

@@ -31,6 +31,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # Names that reach this machine's loopback without being loopback names, so a page
+    # can be a plain-http, non-secure context (demo.test), another host of one site
+    # (app.demo.test, auth.demo.test) or another site (spa.test).
+    "--host-resolver-rules=MAP demo.test 127.0.0.1, MAP *.demo.test 127.0.0.1, "
+    "MAP spa.test 127.0.0.1",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-output"
 

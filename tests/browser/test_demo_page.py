@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -344,3 +345,58 @@ def test_screenshot_of_the_signed_in_page(page: Any, server: LiveServer) -> None
 
     assert path.stat().st_size > 10_000
     expect(page.get_by_role("button", name="End this session")).to_have_count(1)
+
+
+# -- Secure cookies over plain http ------------------------------------------------------
+
+INSECURE_HTTP_WARNING = "#insecure-http-warning"
+
+
+def open_demo_page(page: Any, server: LiveServer, host: str) -> None:
+    """Load the demo page through ``host`` (demo.test resolves to 127.0.0.1) and wait
+    until it has decided whether to warn about dropped cookies."""
+    page.goto(f"http://{host}:{server.port}/")
+    expect(page.locator("html")).to_have_attribute("data-cookie-warning", re.compile("."))
+
+
+def test_plain_http_to_another_host_with_secure_cookies_shows_a_warning(
+    page: Any, serve: Callable[..., LiveServer]
+) -> None:
+    server = serve(cookie_secure="true")
+    open_demo_page(page, server, "demo.test")
+
+    warning = page.get_by_role("alert").filter(has_text="plain http")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("demo.test")
+    expect(warning).to_contain_text("TOKENSTILE_COOKIE_SECURE=false")
+    assert page.locator("html").get_attribute("data-cookie-warning") == "shown"
+
+
+def test_the_warning_is_in_korean_for_korean_browsers(
+    new_context: Callable[..., Any], serve: Callable[..., LiveServer]
+) -> None:
+    server = serve(cookie_secure="true")
+    page = new_context(locale="ko-KR").new_page()
+    open_demo_page(page, server, "demo.test")
+
+    expect(page.locator(INSECURE_HTTP_WARNING)).to_contain_text("암호화되지 않은 http")
+
+
+def test_plain_http_to_loopback_shows_no_warning(
+    page: Any, serve: Callable[..., LiveServer]
+) -> None:
+    server = serve(cookie_secure="true")
+    open_demo_page(page, server, "127.0.0.1")
+
+    assert page.locator("html").get_attribute("data-cookie-warning") == "none"
+    expect(page.locator(INSECURE_HTTP_WARNING)).to_have_count(0)
+
+
+def test_plain_http_without_secure_cookies_shows_no_warning(
+    page: Any, serve: Callable[..., LiveServer]
+) -> None:
+    server = serve(cookie_secure="false")
+    open_demo_page(page, server, "demo.test")
+
+    assert page.locator("html").get_attribute("data-cookie-warning") == "none"
+    expect(page.locator(INSECURE_HTTP_WARNING)).to_have_count(0)

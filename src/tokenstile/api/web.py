@@ -10,6 +10,10 @@ One string carries a slot: ``welcome`` (``"Welcome, {username}"``) lets each lan
 the user's name where its word order wants it. It becomes the two placeholders
 ``welcome_before`` and ``welcome_after`` around ``<span id="username">``, which demo.js
 fills in; its text is wrapped in ``<span class="welcome-prefix">`` (muted).
+
+``GET /demo/config`` tells demo.js what the page cannot see for itself: whether the
+server marks its cookies ``Secure`` (``COOKIE_SECURE``), with the sentences demo.js
+shows about it, from ``web/strings/script/<language>.json`` (same keys in every language).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from tokenstile.api.messages import prefers_korean
@@ -30,6 +34,7 @@ from tokenstile.api.messages import prefers_korean
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 TEMPLATE_PATH = WEB_DIR / "index.html"
 STRINGS_DIR = WEB_DIR / "strings"
+SCRIPT_STRINGS_DIR = STRINGS_DIR / "script"
 LANGUAGES = ("en", "ko")
 
 # Anything between double braces on one line; the key is checked against the strings.
@@ -41,9 +46,10 @@ class TemplateError(ValueError):
     """The demo page template and a language's strings do not fit together."""
 
 
-def load_strings(language: str) -> dict[str, str]:
-    """Read ``strings/<language>.json``: one JSON object of string values, no repeated key."""
-    path = STRINGS_DIR / f"{language}.json"
+def load_strings(language: str, directory: Path | None = None) -> dict[str, str]:
+    """Read ``<directory>/<language>.json`` (the page's strings by default): one JSON
+    object of string values, no repeated key."""
+    path = (directory or STRINGS_DIR) / f"{language}.json"
     data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     if not isinstance(data, dict):
         raise TemplateError(f"{path.name}: expected a JSON object")
@@ -95,10 +101,39 @@ def render_pages() -> dict[str, str]:
     return pages
 
 
+def load_script_strings() -> dict[str, dict[str, str]]:
+    """The sentences demo.js asks ``/demo/config`` for, by language; raises
+    :class:`TemplateError` when the languages do not have the same keys."""
+    strings = {language: load_strings(language, SCRIPT_STRINGS_DIR) for language in LANGUAGES}
+    reference = set(strings["en"])
+    for language, values in strings.items():
+        if set(values) != reference:
+            raise TemplateError(f"script/{language}.json: not the keys of script/en.json")
+    return strings
+
+
+def _cookie_secure(app: Any) -> bool:
+    """COOKIE_SECURE of the tokenstile service ``app`` runs (Secure when unknown)."""
+    auth = getattr(app.state, "tokenstile", None)
+    return bool(getattr(getattr(auth, "settings", None), "cookie_secure", True))
+
+
 def install_web(app: FastAPI) -> None:
     """Serve the demo page and the static browser client from the package."""
     router = APIRouter(include_in_schema=False)
     pages = render_pages()
+    script_strings = load_script_strings()
+
+    @router.get("/demo/config")
+    async def demo_config(request: Request) -> JSONResponse:
+        korean = prefers_korean(request.headers.get("accept-language"))
+        return JSONResponse(
+            {
+                "cookie_secure": _cookie_secure(request.app),
+                "messages": script_strings["ko" if korean else "en"],
+            },
+            headers={"Cache-Control": "no-store", "Vary": "Accept-Language"},
+        )
 
     @router.get("/")
     async def demo_page(request: Request) -> HTMLResponse:

@@ -334,6 +334,39 @@ client.addEventListener('error', (event) => {
   );
 });
 
+// --- Secure cookies over plain http -------------------------------------------
+
+/** Browsers drop Secure cookies that arrive over plain http, except in a secure
+ *  context (loopback): the sign-in would be lost at the next reload. The server logs
+ *  this; the page says it too, in a banner above everything. */
+async function warnIfCookiesWillBeDropped() {
+  const root = document.documentElement;
+  if (location.protocol !== 'http:' || window.isSecureContext) {
+    root.dataset.cookieWarning = 'none';
+    return;
+  }
+  let config;
+  try {
+    const response = await fetch('/demo/config', { headers: { Accept: 'application/json' } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    config = await response.json();
+  } catch {
+    root.dataset.cookieWarning = 'unknown';
+    return;
+  }
+  if (!config.cookie_secure) {
+    root.dataset.cookieWarning = 'none';
+    return;
+  }
+  const banner = document.createElement('div');
+  banner.id = 'insecure-http-warning';
+  banner.className = 'alert insecure-http-warning';
+  banner.setAttribute('role', 'alert');
+  banner.textContent = config.messages.insecure_http.replace('{host}', location.hostname);
+  $('main').prepend(banner);
+  root.dataset.cookieWarning = 'shown';
+}
+
 async function start() {
   let restored = false;
   try {
@@ -350,4 +383,5 @@ async function start() {
   else if (user === null) showSignedOut();
 }
 
+warnIfCookiesWillBeDropped();
 start();
