@@ -18,8 +18,6 @@ class TokenstileError(Exception):
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.default_detail
-        self.headers: list[tuple[str, str]] = []
-        """Extra response headers (e.g. cookies to clear) the API adds to the answer."""
         super().__init__(self.detail)
 
 

@@ -181,6 +181,48 @@ def test_body_transport_ignores_cookies_and_needs_no_csrf(browser_server: LiveSe
     assert "set-cookie" not in response.headers
 
 
+def test_a_refresh_by_the_cookie_alone_answers_by_cookie_without_the_header(
+    browser_server: LiveServer,
+) -> None:
+    cookie_login(browser_server)
+    headers = csrf_headers(browser_server)
+    del headers["X-Token-Transport"]
+
+    response = browser_server.client.post("/auth/refresh", headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert "refresh_token" not in response.json()
+    assert "httponly" in set_cookies(response)["tokenstile_refresh"].lower()
+
+
+def test_a_body_login_answers_in_the_body_though_a_refresh_cookie_is_held(
+    browser_server: LiveServer,
+) -> None:
+    cookie_login(browser_server)
+    username = register(browser_server.client)
+
+    response = browser_server.client.post(
+        "/auth/login", json={"username": username, "password": PASSWORD}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["refresh_token"]
+    assert "set-cookie" not in response.headers
+
+
+def test_a_refused_body_token_leaves_the_refresh_cookie(browser_server: LiveServer) -> None:
+    cookie_login(browser_server)
+
+    refused = browser_server.client.post(
+        "/auth/refresh", json={"refresh_token": "a.b.c"}, headers=csrf_headers(browser_server)
+    )
+
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_token")
+    assert "set-cookie" not in refused.headers
+    ok = browser_server.client.post("/auth/refresh", headers=csrf_headers(browser_server))
+    assert ok.status_code == 200
+
+
 def test_login_rotates_a_planted_csrf_cookie(browser_server: LiveServer) -> None:
     # An attacker who can set cookies for the site (a sibling subdomain, a plain-http
     # response) plants a CSRF value it knows; the login must not adopt it.

@@ -19,13 +19,14 @@ from pydantic import ValidationError
 from requests_oauthlib import OAuth2Session
 
 from tests.accounts import PASSWORD, bearer, register
+from tests.conftest import store_modes
 from tests.servers import LiveServer
 from tokenstile.settings import Settings
 
 INTROSPECTION_SECRET = "introspect-" + "s" * 32
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=store_modes("sqlite", "redis"))
 def store_mode(request: pytest.FixtureRequest) -> str:
     """Protocol behaviour does not depend on the SQL dialect: SQLite and Redis suffice."""
     return str(request.param)
@@ -279,6 +280,33 @@ def test_rfc7662_the_caller_must_present_the_introspection_secret(
     assert anonymous.status_code == 401
     assert wrong.status_code == 401
     assert disabled.status_code == 404
+
+
+def test_rfc7662_introspection_off_answers_as_an_unknown_route(server: LiveServer) -> None:
+    disabled = server.client.post("/auth/introspect", data={"token": "x"})
+    unknown = server.client.post("/auth/no-such-route", data={"token": "x"})
+
+    assert (disabled.status_code, disabled.json()["error"]) == (404, "not_found")
+    assert disabled.json() == unknown.json()
+
+
+def test_rfc8414_metadata_and_the_openapi_form_list_the_grants_the_endpoint_accepts(
+    oauth_server: LiveServer,
+) -> None:
+    metadata = oauth_server.client.get("/.well-known/oauth-authorization-server").json()
+    document = oauth_server.client.get("/openapi.json").json()
+    form = document["paths"]["/auth/token"]["post"]["requestBody"]["content"][
+        "application/x-www-form-urlencoded"
+    ]["schema"]
+
+    listed = metadata["grant_types_supported"]
+    assert form["properties"]["grant_type"]["enum"] == listed
+    for grant_type in listed:
+        # Known, so refused for its missing parameters, not as an unsupported grant.
+        answer = token_form(oauth_server, grant_type=grant_type)
+        assert (answer.status_code, answer.json()["error"]) == (400, "invalid_request")
+    unlisted = token_form(oauth_server, grant_type="client_credentials")
+    assert unlisted.json()["error"] == "unsupported_grant_type"
 
 
 def test_rfc8414_metadata_names_the_endpoints(oauth_server: LiveServer) -> None:

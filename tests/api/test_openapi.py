@@ -19,6 +19,7 @@ from schemathesis import checks
 from schemathesis.errors import FailureGroup
 from schemathesis.generation import GenerationMode
 
+import tokenstile
 from tests.accounts import PASSWORD, bearer, new_username, register
 from tests.api.conftest import make_settings
 from tests.servers import LiveServer
@@ -209,6 +210,10 @@ def test_the_oauth_endpoints_document_the_forms_they_read(document: dict[str, An
     assert "client_secret" not in forms["/auth/token"]["properties"]
     assert forms["/auth/revoke"]["required"] == ["token"]
     assert forms["/auth/introspect"]["required"] == ["token"]
+
+
+def test_the_document_states_the_package_version(document: dict[str, Any]) -> None:
+    assert document["info"]["version"] == tokenstile.__version__
 
 
 # Conformance against a live server.

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
+from tokenstile import __version__
 from tokenstile.api.cookies import CookieTransport
 from tokenstile.api.docs import install_docs
 from tokenstile.api.errors import install_error_handlers
@@ -82,8 +83,7 @@ class Tokenstile:
         oauth = oauth_router(self.runtime, self.metrics)
         app.include_router(self.router)
         app.include_router(oauth)
-        install_error_handlers(app)
-        app.state.tokenstile_metrics = self.metrics
+        install_error_handlers(app, metrics=self.metrics)
         return [*self.router.routes, *oauth.routes]
 
     @contextlib.asynccontextmanager
@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="tokenstile",
         summary="Refresh-token authentication: rotating refresh tokens, instant logout.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,  # served from the package by install_docs, not from a CDN
         redoc_url=None,

@@ -2,7 +2,8 @@
 
 A request opts in with ``X-Token-Transport: cookie`` (SPEC §2). Every request that the
 refresh cookie authenticates must echo the readable ``tokenstile_csrf`` cookie in
-``X-CSRF-Token`` (double submit) and come from an allowed ``Origin``.
+``X-CSRF-Token`` (double submit) and come from an allowed ``Origin``. ``CookieTransport``
+is one of the transports of ``api/transports.py``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import logging
 import secrets
 
 from fastapi import Request, Response
+from fastapi.responses import JSONResponse
 
+from tokenstile.api.errors import error_answer
+from tokenstile.api.schemas import TokenResponse
 from tokenstile.core.sessions import TokenPair
-from tokenstile.errors import CsrfFailed
+from tokenstile.errors import AuthenticationError, CsrfFailed
 
 logger = logging.getLogger("tokenstile")
 
@@ -32,7 +36,8 @@ def wants_cookie(request: Request) -> bool:
 
 
 class CookieTransport:
-    """Sets, clears and checks the refresh and CSRF cookies."""
+    """The refresh token in the HttpOnly cookie: sets, clears and checks the refresh and
+    CSRF cookies."""
 
     def __init__(self, *, secure: bool, allowed_origins: str | None) -> None:
         self._secure = secure
@@ -43,8 +48,12 @@ class CookieTransport:
             else None
         )
 
-    def refresh_token(self, request: Request) -> str | None:
-        """The refresh cookie's token after the CSRF checks; ``None`` without a cookie."""
+    def refresh_token(self, request: Request, body_token: str | None) -> str | None:
+        """``body_token`` when there is one, else the refresh cookie's token after the CSRF
+        checks; ``None`` without either."""
+        # A token in the body is no ambient credential: only the cookie needs the checks.
+        if body_token is not None:
+            return body_token
         token = request.cookies.get(REFRESH_COOKIE)
         if not token:
             return None
@@ -62,13 +71,14 @@ class CookieTransport:
             raise CsrfFailed("The request's Origin is not allowed.")
 
     def issue(
-        self, request: Request, response: Response, pair: TokenPair, *, new_csrf: bool = True
-    ) -> None:
-        """Put the refresh token and a CSRF token in cookies on ``response``.
+        self, request: Request, response: Response, pair: TokenPair, *, login: bool
+    ) -> TokenResponse:
+        """Put the refresh token and a CSRF token in cookies on ``response``; the body
+        carries the access token only.
 
-        The CSRF token is a new one unless ``new_csrf`` is false (a refresh), when the
-        browser's present one is kept. A login always gets a new one: a value planted
-        before it (a cookie set from a sibling subdomain) must not survive into the session.
+        A refresh keeps the browser's present CSRF token; a login always gets a new one:
+        a value planted before it (a cookie set from a sibling subdomain) must not
+        survive into the session.
         """
         self._warn_if_dropped(request)
         # Remember-me sessions outlive the browser; others end with it.
@@ -82,7 +92,7 @@ class CookieTransport:
             httponly=True,
             samesite="strict",
         )
-        csrf = (None if new_csrf else request.cookies.get(CSRF_COOKIE)) or secrets.token_urlsafe(32)
+        csrf = (None if login else request.cookies.get(CSRF_COOKIE)) or secrets.token_urlsafe(32)
         response.set_cookie(
             CSRF_COOKIE,
             csrf,
@@ -92,8 +102,18 @@ class CookieTransport:
             httponly=False,
             samesite="strict",
         )
+        return TokenResponse.of(pair, include_refresh_token=False)
+
+    def refused(self, request: Request, error: AuthenticationError, token: str) -> JSONResponse:
+        """The error answer, clearing the cookies when the refused token is the cookie's:
+        a dead cookie would only be refused again."""
+        response = error_answer(request, error)
+        if request.cookies.get(REFRESH_COOKIE) == token:
+            self.clear(response)
+        return response
 
     def clear(self, response: Response) -> None:
+        """Delete both cookies (logout, a refused refresh cookie)."""
         response.delete_cookie(
             REFRESH_COOKIE,
             path=REFRESH_COOKIE_PATH,
@@ -102,16 +122,6 @@ class CookieTransport:
             samesite="strict",
         )
         response.delete_cookie(CSRF_COOKIE, path="/", secure=self._secure, samesite="strict")
-
-    def clearing_headers(self) -> list[tuple[str, str]]:
-        """``Set-Cookie`` headers that clear both cookies, for an error response."""
-        response = Response()
-        self.clear(response)
-        return [
-            (name.decode(), value.decode())
-            for name, value in response.raw_headers
-            if name == b"set-cookie"
-        ]
 
     def _allowed_origins(self, request: Request) -> frozenset[str]:
         if self._allowed is not None:

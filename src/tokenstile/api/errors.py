@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from tokenstile.api.messages import localized
+from tokenstile.api.metrics import Metrics
 from tokenstile.api.schemas import ErrorBody
 from tokenstile.errors import AuthenticationError, MissingToken, RateLimited, TokenstileError
 
@@ -32,6 +33,11 @@ _HTTP_CODES = {
 }
 
 
+# The ``app.state`` attribute that holds the metrics counting error answers: written by
+# install_error_handlers, read by error_response, both here.
+_METRICS = "tokenstile_metrics"
+
+
 def error_response(
     request: Request,
     status_code: int,
@@ -39,7 +45,9 @@ def error_response(
     detail: str,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    metrics = getattr(request.app.state, "tokenstile_metrics", None)
+    """The JSON error answer, counted in the metrics that :func:`install_error_handlers`
+    was given for this app."""
+    metrics: Metrics | None = getattr(request.app.state, _METRICS, None)
     if metrics is not None:
         metrics.errors.labels(code).inc()
     body = {
@@ -49,8 +57,9 @@ def error_response(
     return JSONResponse(body, status_code=status_code, headers={**NO_STORE, **(headers or {})})
 
 
-async def _tokenstile_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, TokenstileError)
+def error_answer(request: Request, exc: TokenstileError) -> JSONResponse:
+    """The answer to ``exc``, with the headers its kind calls for (``WWW-Authenticate``,
+    ``Retry-After``); a route that must add its own (cookies to clear) adds them to this."""
     headers: dict[str, str] = {}
     if isinstance(exc, MissingToken):
         headers["WWW-Authenticate"] = "Bearer"
@@ -67,10 +76,12 @@ async def _tokenstile_error(request: Request, exc: Exception) -> JSONResponse:
         # and an outage fails every request. The cause's type only: driver messages may
         # quote statement parameters.
         logger.debug("request failed: %s (%s)", exc.code, type(exc.__cause__).__name__)
-    response = error_response(request, exc.status_code, exc.code, exc.detail, headers)
-    for name, value in exc.headers:
-        response.headers.append(name, value)
-    return response
+    return error_response(request, exc.status_code, exc.code, exc.detail, headers)
+
+
+async def _tokenstile_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TokenstileError)
+    return error_answer(request, exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -188,7 +199,7 @@ _HEADER_DESCRIPTIONS = {
 
 
 def _header_names(error: type[TokenstileError]) -> tuple[str, ...]:
-    """The headers :func:`_tokenstile_error` adds to an answer to ``error``."""
+    """The headers :func:`error_answer` adds to an answer to ``error``."""
     if issubclass(error, AuthenticationError):
         return ("WWW-Authenticate",)
     if issubclass(error, RateLimited) or error.status_code == 503:
@@ -196,8 +207,11 @@ def _header_names(error: type[TokenstileError]) -> tuple[str, ...]:
     return ()
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map tokenstile errors, validation errors and HTTP errors to the JSON error body."""
+def install_error_handlers(app: FastAPI, *, metrics: Metrics | None = None) -> None:
+    """Map tokenstile errors, validation errors and HTTP errors to the JSON error body,
+    counting each answer by its code in ``metrics`` when given."""
+    if metrics is not None:
+        setattr(app.state, _METRICS, metrics)
     app.add_exception_handler(TokenstileError, _tokenstile_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

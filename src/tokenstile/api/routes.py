@@ -8,8 +8,9 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Request, Response, status
+from fastapi.responses import JSONResponse
 
-from tokenstile.api.cookies import REFRESH_COOKIE, CookieTransport, wants_cookie
+from tokenstile.api.cookies import CookieTransport
 from tokenstile.api.errors import (
     BODY_TOO_LARGE,
     BODY_TOO_SLOW,
@@ -29,6 +30,7 @@ from tokenstile.api.schemas import (
     UserOut,
 )
 from tokenstile.api.security import CurrentUser, OptionalUser, client_ip
+from tokenstile.api.transports import Transport, transport_for_login, transport_for_token
 from tokenstile.core.codec import AccessClaims
 from tokenstile.core.sessions import TokenPair
 from tokenstile.core.signin import sign_in
@@ -110,14 +112,11 @@ def auth_router(
         return UserOut(id=user.id, username=user.username)
 
     def answer(
-        request: Request, response: Response, pair: TokenPair, *, grant: str, by_cookie: bool
+        transport: Transport, request: Request, response: Response, pair: TokenPair, grant: str
     ) -> TokenResponse:
         metrics.tokens_issued.labels(grant).inc()
         _no_store(response)
-        if by_cookie:
-            cookies.issue(request, response, pair, new_csrf=grant == "login")
-            return TokenResponse.of(pair, include_refresh_token=False)
-        return TokenResponse.of(pair)
+        return transport.issue(request, response, pair, login=grant == "login")
 
     @router.post(
         "/auth/login",
@@ -142,11 +141,13 @@ def auth_router(
             user_agent=_user_agent(request),
             remember_me=body.remember_me,
         )
-        return answer(request, response, pair, grant="login", by_cookie=wants_cookie(request))
+        transport = transport_for_login(request, cookies)
+        return answer(transport, request, response, pair, "login")
 
     @router.post(
         "/auth/refresh",
         tags=["auth"],
+        response_model=TokenResponse,
         response_model_exclude_none=True,
         summary="Exchange a refresh token for a new pair",
         responses=error_responses(
@@ -164,15 +165,14 @@ def auth_router(
         request: Request,
         response: Response,
         body: Annotated[RefreshRequest | None, Body()] = None,
-    ) -> TokenResponse:
+    ) -> TokenResponse | JSONResponse:
         """Rotate the refresh token (from the body, or the cookie with the CSRF checks):
         the presented one stops working. Presenting it again within `REFRESH_GRACE`
         seconds returns the same new pair; later, it ends the whole session
         (`token_reused`). A 503 changes nothing, so the client may retry."""
-        token = body.refresh_token if body else None
-        by_cookie = token is None and REFRESH_COOKIE in request.cookies
-        if by_cookie:
-            token = cookies.refresh_token(request)
+        body_token = body.refresh_token if body else None
+        transport = transport_for_token(request, cookies, body_token)
+        token = transport.refresh_token(request, body_token)
         if not token:
             raise InvalidRequest("refresh_token is required.")
         try:
@@ -180,13 +180,9 @@ def auth_router(
                 token, client_ip=client_ip(request), user_agent=_user_agent(request)
             )
         except AuthenticationError as exc:
-            # The server rejected this token for good: drop the dead cookie. Any
-            # other failure (503) leaves it, so the client can retry.
-            if by_cookie:
-                exc.headers.extend(cookies.clearing_headers())
-            raise
-        by_cookie = by_cookie or wants_cookie(request)
-        return answer(request, response, pair, grant="refresh", by_cookie=by_cookie)
+            # Refused for good; any other failure (a 503) raises on and changes nothing.
+            return transport.refused(request, exc, token)
+        return answer(transport, request, response, pair, "refresh")
 
     @router.post(
         "/auth/logout",
@@ -204,15 +200,15 @@ def auth_router(
         """End the session of the bearer access token and of the refresh token (body or
         cookie), and clear the cookies; either token is enough. Every token of the
         session is refused from the next request on."""
-        refresh_token = body.refresh_token if body else None
-        if refresh_token is None:
-            refresh_token = cookies.refresh_token(request)
+        body_token = body.refresh_token if body else None
+        transport = transport_for_token(request, cookies, body_token)
         await runtime().sessions.logout(
             access=user,
-            refresh_token=refresh_token,
+            refresh_token=transport.refresh_token(request, body_token),
             client_ip=client_ip(request),
             user_agent=_user_agent(request),
         )
+        # Whichever transport presented the token, the browser's cookies go (SPEC §2).
         cookies.clear(response)
 
     @router.post(
