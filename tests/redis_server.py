@@ -21,19 +21,23 @@ def _free_port() -> int:
 
 
 class PrivateRedis:
-    """A throwaway redis-server on a free port, without persistence.
+    """A throwaway redis-server on a free port, without persistence by default.
 
     ``stop()`` and ``start()`` may alternate; the port stays the same, so clients
     built from ``url`` reconnect once the server is back (with its data gone).
+    ``persistent=True`` configures what a deployment that keeps sessions would: an
+    append-only file fsynced on every write (``appendfsync always``), so even after
+    ``kill()`` the server comes back with every write it acknowledged.
     """
 
-    def __init__(self, binary: str = "redis-server") -> None:
+    def __init__(self, binary: str = "redis-server", *, persistent: bool = False) -> None:
         found = shutil.which(binary)
         if found is None:
             raise FileNotFoundError(f"{binary} is not installed")
         self._binary = found
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
+        self._directory = Path(tempfile.mkdtemp(prefix="tokenstile-redis-")) if persistent else None
 
     @property
     def url(self) -> str:
@@ -52,8 +56,7 @@ class PrivateRedis:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *self._persistence(),
                 "--loglevel",
                 "warning",
             ],
@@ -80,6 +83,24 @@ class PrivateRedis:
             self._process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown, nothing written beyond what it already had."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait()
+        self._process = None
+
+    def close(self) -> None:
+        """Stop the server and delete its files (a persistent server's append-only file)."""
+        self.stop()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def freeze(self) -> None:
         """SIGSTOP the server: connections stay open, nothing is answered."""
         assert self._process is not None
@@ -89,6 +110,18 @@ class PrivateRedis:
         """SIGCONT a frozen server: it runs whatever waited in its sockets."""
         assert self._process is not None
         self._process.send_signal(signal.SIGCONT)
+
+    def _persistence(self) -> list[str]:
+        if self._directory is None:
+            return ["--appendonly", "no"]
+        return [
+            "--dir",
+            str(self._directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
 
     def _answers_ping(self) -> bool:
         try:
@@ -129,7 +162,7 @@ class PrivateRedisCluster:
 
     NODE_TIMEOUT_MS = 1000
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, *, appendfsync: str = "everysec") -> None:
         found = shutil.which("redis-server"), shutil.which("redis-cli")
         if found[0] is None or found[1] is None:
             raise FileNotFoundError("redis-server and redis-cli are needed for a Redis Cluster")
@@ -137,6 +170,9 @@ class PrivateRedisCluster:
         self.ports = _cluster_ports(masters)
         self._root = Path(tempfile.mkdtemp(prefix="tokenstile-cluster-"))
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * masters
+        # "always" keeps every acknowledged write across kill_node(), as a deployment
+        # that must not lose rotations would configure.
+        self._appendfsync = appendfsync
 
     @property
     def url(self) -> str:
@@ -199,6 +235,15 @@ class PrivateRedisCluster:
         assert process is not None
         process.send_signal(signal.SIGCONT)
 
+    def kill_node(self, index: int) -> None:
+        """SIGKILL node ``index``: it keeps only what its append-only file already holds."""
+        process = self._processes[index]
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        self._processes[index] = None
+
     def cli(self, index: int, *args: str) -> str:
         """The reply of ``redis-cli`` on node ``index`` to ``args``, as text."""
         result = subprocess.run(
@@ -246,6 +291,8 @@ class PrivateRedisCluster:
                 str(self.NODE_TIMEOUT_MS),
                 "--appendonly",
                 "yes",
+                "--appendfsync",
+                self._appendfsync,
                 "--save",
                 "",
                 "--loglevel",

@@ -21,7 +21,9 @@ storm of errors on a healthy cluster; this client works around each:
 - After an error it disconnects connections that other tasks may be using (``aclose()``
   on CLUSTERDOWN, ``disconnect_free_connections()`` on a connection error). A task
   caught between connecting and writing then fails with :class:`AttributeError` on a
-  writer that is now ``None``. That is a lost connection, and is reported as one.
+  writer that is now ``None``, or, under uvloop, with :class:`RuntimeError` from a
+  transport closed under it ("the handler is closed"). That is a lost connection, and
+  is reported as one.
 - A command after a timeout first rediscovers the cluster, asking the nodes in random
   order; a frozen node costs a full socket timeout there before the command itself
   waits another. Each command (or pipeline) therefore has one deadline in all.
@@ -41,6 +43,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["ClusterClient"]
 
+# uvloop's words for a write on a transport that was closed under the writer.
+_CLOSED_TRANSPORT = "the handler is closed"
+
 
 @asynccontextmanager
 async def _within(deadline: float) -> AsyncIterator[None]:
@@ -52,6 +57,10 @@ async def _within(deadline: float) -> AsyncIterator[None]:
     except TimeoutError as exc:
         raise RedisTimeoutError(f"no answer from the Redis Cluster in {deadline} s") from exc
     except (AttributeError, SlotNotCoveredError) as exc:
+        raise RedisConnectionError(f"Redis Cluster connection lost: {exc!r}") from exc
+    except RuntimeError as exc:
+        if _CLOSED_TRANSPORT not in str(exc):
+            raise
         raise RedisConnectionError(f"Redis Cluster connection lost: {exc!r}") from exc
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenstile.errors import InvalidRequest
@@ -58,9 +59,10 @@ def _reason(exc: DBAPIError) -> tuple[str, bool]:
 
 @contextmanager
 def store_errors(store: str) -> Iterator[None]:
-    """Translate a lost or refused connection to ``store`` (its description) into
-    ``StoreUnavailable`` naming the cause (``StoreMisconfigured`` when an operator must
-    act), and a value the database cannot store into ``InvalidRequest``."""
+    """Translate a lost or refused connection to ``store`` (its description), or a wait
+    for a pooled connection that timed out, into ``StoreUnavailable`` naming the cause
+    (``StoreMisconfigured`` when an operator must act), and a value the database cannot
+    store into ``InvalidRequest``."""
     try:
         yield
     except IntegrityError:
@@ -72,6 +74,10 @@ def store_errors(store: str) -> Iterator[None]:
         # answer we could trust, so the request fails closed.
         reason, misconfigured = _reason(exc)
         raise store_failure(store, reason, misconfigured=misconfigured) from exc
+    except PoolTimeout as exc:
+        # Every pooled connection is busy (a stalled database holds them all): this
+        # request waited its STORE_TIMEOUT for one.
+        raise store_failure(store, "no free connection in the pool (timed out)") from exc
     except (OSError, TimeoutError) as exc:
         raise store_failure(store, network_reason(exc) or str(exc)) from exc
 
