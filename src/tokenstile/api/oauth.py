@@ -39,7 +39,7 @@ from tokenstile.api.schemas import (
     OAuthTokenResponse,
     ServerMetadata,
 )
-from tokenstile.api.security import client_ip
+from tokenstile.api.security import client_ip, refuse_if_abandoned
 from tokenstile.core.sessions import DEFAULT_CLIENT_ID
 from tokenstile.errors import RateLimited, StoreUnavailable, TokenstileError
 from tokenstile.runtime import Runtime
@@ -145,6 +145,7 @@ def oauth_router(runtime: Callable[[], Runtime], metrics: Metrics) -> APIRouter:
         grant = GRANTS.get(name)
         if grant is None:
             raise OAuthError("unsupported_grant_type", f"The grant type {name!r} is not supported.")
+        await refuse_if_abandoned(request)
         pair = await grant.handle(
             GrantRequest(
                 runtime=runtime(),

@@ -29,7 +29,7 @@ from tokenstile.api.schemas import (
     TokenResponse,
     UserOut,
 )
-from tokenstile.api.security import CurrentUser, OptionalUser, client_ip
+from tokenstile.api.security import CurrentUser, OptionalUser, client_ip, refuse_if_abandoned
 from tokenstile.api.transports import Transport, transport_for_login, transport_for_token
 from tokenstile.core.codec import AccessClaims
 from tokenstile.core.sessions import TokenPair
@@ -175,6 +175,7 @@ def auth_router(
         token = transport.refresh_token(request, body_token)
         if not token:
             raise InvalidRequest("refresh_token is required.")
+        await refuse_if_abandoned(request)
         try:
             pair = await runtime().sessions.refresh(
                 token, client_ip=client_ip(request), user_agent=_user_agent(request)

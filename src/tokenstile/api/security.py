@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from fastapi import Request
@@ -9,7 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from tokenstile.core.codec import AccessClaims
 from tokenstile.core.sessions import SessionService
-from tokenstile.errors import InvalidToken, MissingToken
+from tokenstile.errors import InvalidToken, MissingToken, StoreUnavailable
 
 
 def client_ip(request: Request) -> str | None:
@@ -17,6 +18,22 @@ def client_ip(request: Request) -> str | None:
     trusted proxy forwarded. ``tokenstile serve`` trusts ``X-Forwarded-For`` only from
     ``TRUSTED_PROXIES``; in an app of your own, your server's proxy settings decide."""
     return request.client.host if request.client else None
+
+
+async def refuse_if_abandoned(request: Request) -> None:
+    """Raise ``StoreUnavailable`` (nothing changed) when the client has already closed
+    the connection, before a token is spent on it.
+
+    A refresh that a stalled worker runs after its client gave up must not run: the
+    client has retried the token elsewhere inside the grace window and rotated on, so the
+    token is a grandparent by now and spending it would end the session as reuse. One
+    loop turn first lets the server note a disconnect that arrived with the request.
+    """
+    await asyncio.sleep(0)
+    if await request.is_disconnected():
+        raise StoreUnavailable(
+            "The client closed the connection before the request ran; nothing changed."
+        )
 
 
 def bearer_token(request: Request) -> str | None:
