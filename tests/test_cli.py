@@ -6,6 +6,7 @@ and a non-zero exit.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -14,6 +15,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from tests.conftest import run_async
 from tests.redis_server import PrivateRedisCluster
 from tests.servers import ServiceProcess, free_port
 from tokenstile import __version__
+from tokenstile.errors import StoreMisconfigured
+from tokenstile.stores.sql import SqlDatabase
 
 TOKENSTILE = Path(sys.executable).parent / "tokenstile"
 MIGRATIONS = ScriptDirectory(str(Path(tokenstile.stores.__file__).parent / "migrations"))
@@ -474,6 +478,34 @@ def test_a_data_dir_whose_database_cannot_be_opened_names_the_sqlite_file(cli: C
     line = assert_one_line_error(cli("user", "list"))
     database = cli.data_dir.resolve() / "tokenstile.db"
     assert line.startswith(f"error: sqlite {database}: cannot open the database file"), line
+
+
+def test_a_database_that_cannot_be_opened_leaves_no_sqlite_thread_calling_a_closed_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What `tokenstile user list` does above, in this process and many times over: each
+    # failed open must be finished with before its event loop closes, or aiosqlite's
+    # worker thread calls into the closed loop and prints a traceback after the error.
+    (tmp_path / "tokenstile.db").mkdir()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tokenstile.db'}"
+    uncaught: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+
+    async def list_users() -> None:
+        database = SqlDatabase.from_url(url)
+        try:
+            with pytest.raises(StoreMisconfigured) as failure:
+                await database.users.list_users()
+            assert "cannot open the database file" in str(failure.value.cause)
+        finally:
+            await database.aclose()
+
+    for _ in range(100):
+        asyncio.run(list_users())
+    for thread in threading.enumerate():
+        if "_connection_worker_thread" in thread.name:
+            thread.join(timeout=5)
+    assert [f"{hook.exc_type.__name__}: {hook.exc_value}" for hook in uncaught] == []
 
 
 def test_a_postgres_url_without_the_driver_says_what_to_install(cli: Cli, tmp_path: Path) -> None:

@@ -34,18 +34,14 @@ KEYS_FILE = "keys.json"
 def load_or_create_secret(data_dir: Path) -> bytes:
     """The secret kept in ``data_dir``, created (mode 0600) on first use.
 
-    Creation is exclusive, so several workers starting at once agree on one secret.
+    The new secret is written whole to a temporary file and linked into place, so several
+    workers starting at once agree on one secret and none reads a partial file.
     """
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = data_dir / SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    secret = secrets.token_urlsafe(48).encode()
-    with os.fdopen(fd, "wb") as file:
-        file.write(secret)
-    return secret
+    if not path.exists():
+        _write_whole(path, secrets.token_urlsafe(48).encode(), exclusive=True)
+    return path.read_bytes().strip()
 
 
 @dataclass
@@ -176,13 +172,16 @@ def _check_algorithm(path: Path, jwks: dict[str, Any], algorithm: str) -> None:
 
 
 def _write(path: Path, jwks: dict[str, Any], *, exclusive: bool) -> None:
-    """Write ``jwks`` to ``path`` whole (mode 0600): a reader sees the old file or the
+    _write_whole(path, (json.dumps(jwks, indent=2) + "\n").encode(), exclusive=exclusive)
+
+
+def _write_whole(path: Path, content: bytes, *, exclusive: bool) -> None:
+    """Write ``content`` to ``path`` whole (mode 0600): a reader sees the old file or the
     new one, never a part. ``exclusive``: leave an existing file alone."""
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(jwks, file, indent=2)
-            file.write("\n")
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
             file.flush()
             os.fsync(file.fileno())
         if exclusive:

@@ -183,6 +183,53 @@ def test_a_page_on_another_port_signs_in_by_cookie_and_refreshes_through_cors(
     assert again["status"] == 200
 
 
+# A page of the single-page app that loads tokenstile.js from the API's origin.
+CLIENT_FROM_API = """
+async (api) => {
+  const { TokenstileClient } = await import(`${api}/js/tokenstile.js`);
+  window.auth = new TokenstileClient({ baseUrl: api });
+  window.refreshes = [];
+  auth.addEventListener('refresh', (event) => refreshes.push(event.detail.source));
+  return auth.restore();
+}
+"""
+
+
+def test_a_page_on_another_port_using_tokenstile_js_stays_signed_in_across_a_reload(
+    new_context: Callable[..., Any],
+    mounted_app: Callable[..., LiveServer],
+    spa_origin: tuple[int, LiveServer],
+) -> None:
+    spa_port, _ = spa_origin
+    origin = f"http://127.0.0.1:{spa_port}"
+    api = mounted_app(
+        readme_python_block("TOKENSTILE_JS ="),
+        cors_block(origin),
+        allowed_origins=origin,
+        access_ttl="2",
+    )
+    username = register(api.client)
+    context = new_context()
+    refuse_the_network(context)
+    page = context.new_page()
+    page.goto(f"{origin}/")
+    assert page.evaluate(CLIENT_FROM_API, api.base_url) is False  # nobody signed in yet
+    me = page.evaluate(
+        "async ([u, p]) => { await auth.login(u, p); return auth.me(); }", [username, PASSWORD]
+    )
+    assert me["username"] == username
+    cookies = {cookie["name"] for cookie in context.cookies(f"{api.base_url}/auth/refresh")}
+    assert {"tokenstile_refresh", "tokenstile_csrf"} <= cookies  # stored for the API
+
+    page.reload()  # the access token was in memory only: the cookie brings it back
+    assert page.evaluate(CLIENT_FROM_API, api.base_url) is True
+    first = page.evaluate("auth.accessToken")
+    # Access tokens live 2 s: the client refreshes by cookie before this one expires.
+    page.wait_for_function("(token) => auth.accessToken !== token", arg=first, timeout=10_000)
+    assert page.evaluate("refreshes").count("self") >= 2  # the restore, then the timer
+    assert page.evaluate("auth.me()")["username"] == username
+
+
 def test_a_page_on_another_origin_not_in_allowed_origins_cannot_refresh_by_cookie(
     new_context: Callable[..., Any],
     mounted_app: Callable[..., LiveServer],

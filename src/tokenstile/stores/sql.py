@@ -8,11 +8,14 @@ when it matched no row does a read tell a gone session from a stale request.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import fields
 from pathlib import Path
+from threading import Thread
 from typing import Any
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -51,6 +54,8 @@ _SESSION_FIELDS = tuple(field.name for field in fields(SessionRecord))
 _BUMPED = users.c.credential_version + 1
 # The pg_advisory_xact_lock key that serializes schema upgrades ("tokensti", a bigint).
 _UPGRADE_LOCK = int.from_bytes(b"tokensti", "big")
+# How long a failed SQLite open waits for aiosqlite's worker thread to stop.
+_WORKER_STOP_WAIT = 5.0
 
 
 def _session_from_row(row: RowMapping) -> SessionRecord:
@@ -96,7 +101,9 @@ class SqlDatabase:
         """
         if url.startswith("sqlite"):
             # sqlite3's own ``timeout`` is its busy timeout: writers queue that long.
-            engine = create_async_engine(url, connect_args={"timeout": timeout})
+            engine = create_async_engine(
+                url, connect_args={"timeout": timeout, "async_creator_fn": _open_sqlite}
+            )
             event.listen(engine.sync_engine, "connect", _configure_sqlite)
             return cls(engine, timeout=timeout)
         try:
@@ -200,6 +207,25 @@ class SqlDatabase:
 
     async def aclose(self) -> None:
         await self.sessions.aclose()
+
+
+async def _open_sqlite(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
+    """``aiosqlite.connect(*args, **kwargs)``, the SQLAlchemy dialect's default, except
+    that a failed open waits for aiosqlite's worker thread to stop.
+
+    aiosqlite stops that thread without waiting for it, and the thread then calls back
+    into the event loop: if the loop has closed meanwhile (a command that fails on an
+    unusable database file and exits), it dies printing a traceback after the error.
+    """
+    connection = aiosqlite.connect(*args, **kwargs)
+    # Before aiosqlite 0.22 the connection was the thread itself.
+    worker: Thread = connection if isinstance(connection, Thread) else connection._thread
+    worker.daemon = True  # as SQLAlchemy does for the connections it opens: never hold up exit
+    try:
+        return await connection
+    except Exception:
+        await asyncio.to_thread(worker.join, _WORKER_STOP_WAIT)
+        raise
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

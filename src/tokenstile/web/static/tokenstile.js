@@ -121,6 +121,7 @@ export class TokenstileError extends Error {
 export class TokenstileClient extends EventTarget {
   #baseUrl;
   #origin;
+  #credentials;
   #refreshRatio;
   #refreshMargin;
   #requestTimeout;
@@ -154,6 +155,8 @@ export class TokenstileClient extends EventTarget {
     super();
     this.#baseUrl = baseUrl.replace(/\/+$/, '');
     this.#origin = new URL(this.#baseUrl || '/', globalThis.location?.href).origin;
+    // Cookies go to tokenstile on another origin only if asked for (and CORS allows it).
+    this.#credentials = this.#origin === globalThis.location?.origin ? 'same-origin' : 'include';
     this.#refreshRatio = refreshRatio;
     this.#refreshMargin = refreshMargin * 1000;
     this.#requestTimeout = requestTimeout;
@@ -412,7 +415,7 @@ export class TokenstileClient extends EventTarget {
     try {
       response = await fetch(this.#url('/auth/refresh'), {
         method: 'POST',
-        credentials: 'same-origin',
+        credentials: this.#credentials,
         cache: 'no-store',
         headers: { 'X-Token-Transport': 'cookie', 'X-CSRF-Token': csrf, Accept: 'application/json' },
         signal: AbortSignal.timeout(this.#requestTimeout),
@@ -643,7 +646,7 @@ export class TokenstileClient extends EventTarget {
   }
 
   #post(path, init) {
-    return fetch(this.#url(path), { method: 'POST', credentials: 'same-origin', ...init }).catch(
+    return fetch(this.#url(path), { method: 'POST', credentials: this.#credentials, ...init }).catch(
       (cause) => {
         throw new TokenstileError('network_error', String(cause?.message ?? cause));
       },
