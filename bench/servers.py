@@ -1,8 +1,11 @@
 """The processes under test: ``tokenstile serve`` and uvicorn apps, and their stores.
 
-Every server runs in its own process group (so its workers can be measured and stopped
-together), in a temporary directory (so a stray ``.env`` cannot change it), on a free
-127.0.0.1 port. Stores are reset before use, and only loopback ones are accepted.
+Starting, waiting for and stopping a server is ``tests/processes.py``, shared with the
+test suite (see there why it lives in ``tests/``): every server runs in its own process
+group (so its workers can be measured and stopped together), in a temporary directory
+(so a stray ``.env`` cannot change it), on a free 127.0.0.1 port. What is here is the
+benchmark's own: the uvicorn apps of ``bench/``, the servers' environment, and the stores,
+which are reset before use and only accepted on loopback.
 """
 
 from __future__ import annotations
@@ -11,21 +14,19 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
 
-from bench.connection import HOST, HttpConnection, build_request
-from bench.errors import REQUEST_ERRORS, BenchError
+from bench.connection import HOST
+from bench.errors import BenchError
+from tests.processes import ServerFailed, ServerProcess, serve_command
+from tests.processes import free_port as free_port  # for the entry points
+from tests.processes import tokenstile_executable as _tokenstile_executable
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 STARTUP_TIMEOUT = 30.0
@@ -33,43 +34,23 @@ SERVER_STOP_TIMEOUT = 5.0
 KEEP_ALIVE_TIMEOUT = 5  # as `tokenstile serve`
 BENCH_DIR = Path(__file__).resolve().parent
 
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+Server = ServerProcess
+"""A running server: ``process`` (its Popen), ``port``, ``log_tail()``."""
 
 
 def tokenstile_command() -> list[str]:
     """The ``tokenstile`` console script of this interpreter's environment."""
-    script = Path(sys.executable).parent / "tokenstile"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("tokenstile")
-    if found is None:
-        raise BenchError("the `tokenstile` command is not installed in this environment")
-    return [found]
+    try:
+        return [_tokenstile_executable()]
+    except FileNotFoundError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def tokenstile_serve(port: int, workers: int) -> list[str]:
-    return [
-        *tokenstile_command(),
-        *("serve", "--host", HOST, "--port", str(port), "--workers", str(workers)),
-    ]
+    try:
+        return serve_command(port, workers)
+    except FileNotFoundError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def uvicorn_app(app: str, port: int, workers: int) -> list[str]:
@@ -106,51 +87,22 @@ def running_server(
     work_dir: Path, port: int, command: list[str], env: dict[str, str]
 ) -> Iterator[Server]:
     """Start ``command`` in its own process group in ``work_dir``; always stop it again."""
-    log_path = work_dir / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=work_dir,  # keep a stray .env file in the caller's directory out of it
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield Server(process, port, log_path)
-        finally:
-            stop_server(process)
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+    server = ServerProcess(
+        command, port=port, env=env, cwd=work_dir, log_path=work_dir / "server.log"
+    ).start()
     try:
-        process.wait(timeout=SERVER_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        yield server
+    finally:
+        server.stop(SERVER_STOP_TIMEOUT)
 
 
 async def wait_healthy(server: Server, path: str = "/healthz") -> None:
-    deadline = time.perf_counter() + STARTUP_TIMEOUT
-    request = build_request(server.port, "GET", path)
-    while time.perf_counter() < deadline:
-        if server.process.poll() is not None:
-            raise BenchError(f"the server exited early:\n{server.log_tail()}")
-        conn = HttpConnection(server.port)
-        try:
-            if (await conn.send(request)).status == 200:
-                return
-        except REQUEST_ERRORS:
-            pass
-        finally:
-            conn.close()
-        await asyncio.sleep(0.1)
-    raise BenchError(f"no healthy {path} within {STARTUP_TIMEOUT:.0f}s:\n{server.log_tail()}")
+    """Wait until ``server`` answers ``GET path`` with 200 (in a thread: the event loop
+    stays free); :class:`BenchError` with its log tail when it exits or takes too long."""
+    try:
+        await asyncio.to_thread(server.wait_until_healthy, path, STARTUP_TIMEOUT)
+    except ServerFailed as exc:
+        raise BenchError(str(exc)) from None
 
 
 def require_loopback(url: str) -> None:

@@ -1,5 +1,7 @@
 """Real services for the test suite: Redis, PostgreSQL, a private redis-server and a
-private three-master Redis Cluster; and the store modes that tests run on.
+private three-master Redis Cluster; the store modes that tests run on; and live servers on
+the store under test (``store_settings``, ``serve``, ``server``), for every suite that
+starts them.
 
 Tests that need a service the machine lacks are skipped with the reason, unless
 ``TOKENSTILE_TEST_REQUIRE_SERVICES=1`` (CI), where a missing service fails them.
@@ -14,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -23,7 +25,11 @@ import redis
 import redis.asyncio
 
 from tests.redis_server import PrivateRedis, PrivateRedisCluster
+from tests.servers import LiveServer
+from tokenstile.api import create_app
+from tokenstile.settings import Settings
 from tokenstile.stores.redis import RedisSessionStore
+from tokenstile.stores.sql import SqlDatabase
 
 T = TypeVar("T")
 
@@ -250,3 +256,74 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
     return StoreSpec(
         kind, request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
     )
+
+
+# -- live servers on the store under test ---------------------------------------------
+# ``store_settings`` asks for ``store_mode``, which each suite that starts servers
+# (tests/api, tests/client) defines with the modes it runs on.
+
+# Cheap hashing keeps the suite fast; production defaults are tested in core.
+FAST_HASHING = {"argon2_time_cost": "1", "argon2_memory_kib": "8192", "argon2_parallelism": "1"}
+
+
+@pytest.fixture(scope="session")
+def postgres_store_url(postgres_database_url: str) -> str:
+    """The session's PostgreSQL database with the schema applied (`db upgrade`)."""
+
+    async def upgrade() -> None:
+        database = SqlDatabase.from_url(postgres_database_url)
+        try:
+            await database.upgrade()
+        finally:
+            await database.aclose()
+
+    run_async(upgrade)
+    return postgres_database_url
+
+
+@pytest.fixture
+def store_settings(
+    store_mode: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> dict[str, str]:
+    """Settings (by field name) that put tokenstile's state in the store under test."""
+    settings = {
+        "data_dir": str(tmp_path / "data"),
+        "secret_key": secrets.token_urlsafe(32),
+        "rate_limit_enabled": "false",
+        **FAST_HASHING,
+    }
+    if store_mode == "postgres":
+        settings["database_url"] = request.getfixturevalue("postgres_store_url")
+    elif store_mode == "redis":
+        settings["redis_url"] = request.getfixturevalue("redis_url")
+        settings["redis_prefix"] = request.getfixturevalue("redis_prefix")
+    elif store_mode == "redis-cluster":
+        settings["redis_url"] = request.getfixturevalue("redis_cluster").url
+        settings["redis_cluster"] = "true"
+        settings["redis_prefix"] = request.getfixturevalue("redis_cluster_prefix")
+    return settings
+
+
+def make_settings(base: dict[str, str], **overrides: Any) -> Settings:
+    return Settings(_env_file=None, **{**base, **overrides})  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def serve(store_settings: dict[str, str]) -> Iterator[Callable[..., LiveServer]]:
+    """Start a live server on the store under test, with setting overrides."""
+    servers: list[LiveServer] = []
+
+    def start(**overrides: Any) -> LiveServer:
+        server = LiveServer(create_app(make_settings(store_settings, **overrides))).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(serve: Callable[..., LiveServer]) -> LiveServer:
+    """A live server with default settings on the store under test."""
+    return serve()

@@ -8,11 +8,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.processes import free_port
 
 # initdb and postgres refuse to run as root: as root, the server runs as this account.
 SERVER_ACCOUNT = "postgres"
@@ -34,13 +35,6 @@ def _binaries() -> Path:
     raise FileNotFoundError("PostgreSQL server binaries (initdb, postgres) are not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PrivatePostgres:
     """A throwaway PostgreSQL cluster in a temporary directory, on a free loopback port,
     trust authentication, durable (``fsync`` on) like a deployment.
@@ -53,7 +47,7 @@ class PrivatePostgres:
 
     def __init__(self) -> None:
         self._bin = _binaries()
-        self.port = _free_port()
+        self.port = free_port()
         self._root = Path(tempfile.mkdtemp(prefix="tokenstile-pg-"))
         self._data = self._root / "data"
         self._user: str | None = SERVER_ACCOUNT if os.geteuid() == 0 else None

@@ -12,12 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.processes import free_port, port_is_free
 
 
 class PrivateRedis:
@@ -35,7 +30,7 @@ class PrivateRedis:
         if found is None:
             raise FileNotFoundError(f"{binary} is not installed")
         self._binary = found
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._directory = Path(tempfile.mkdtemp(prefix="tokenstile-redis-")) if persistent else None
 
@@ -132,21 +127,12 @@ class PrivateRedis:
             return False
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def _cluster_ports(count: int) -> list[int]:
     """``count`` free ports whose cluster bus ports (+10000) are free too."""
     ports: list[int] = []
     while len(ports) < count:
         port = random.randint(20_000, 55_535)
-        if port not in ports and _port_is_free(port) and _port_is_free(port + 10_000):
+        if port not in ports and port_is_free(port) and port_is_free(port + 10_000):
             ports.append(port)
     return ports
 

@@ -1,39 +1,26 @@
-"""Live tokenstile servers for tests: in a thread of this process, or as `tokenstile serve`."""
+"""Live tokenstile servers for tests: in a thread of this process, or as `tokenstile serve`.
+
+The process side (free port, command line, start, wait, stop, log, workers) is
+``tests/processes.py``, shared with the benchmarks; what is here is the tests' own.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
+# LiveServer calls free_port through this module (a test patches it to reuse a port).
+from tests.processes import ServerProcess, free_port, serve_command
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until_healthy(base_url: str, *, timeout: float = 15.0, alive: object = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"no healthy server at {base_url} after {timeout} s")
+STARTUP_TIMEOUT = 15.0
 
 
 class LiveServer:
@@ -64,49 +51,34 @@ class LiveServer:
         self._thread.join(timeout=10)
 
 
-class ServiceProcess:
-    """`tokenstile serve` as a subprocess, configured through TOKENSTILE_* variables."""
+class ServiceProcess(ServerProcess):
+    """`tokenstile serve` as a subprocess, configured through TOKENSTILE_* variables
+    (none inherited from the environment), its log ``serve-<port>.log`` in ``cwd``."""
 
     def __init__(self, settings: Mapping[str, str], *, workers: int = 1, cwd: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._env = {
+        port = free_port()
+        env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("TOKENSTILE_")},
             **{f"TOKENSTILE_{name.upper()}": value for name, value in settings.items()},
         }
-        executable = shutil.which("tokenstile", path=str(Path(sys.executable).parent))
-        assert executable is not None, "the tokenstile command is not installed"
-        self._command = [
-            executable,
-            "serve",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(workers),
-        ]
-        self._cwd = cwd
-        self._process: subprocess.Popen[bytes] | None = None
-        self.log = cwd / f"serve-{self.port}.log"
+        super().__init__(
+            serve_command(port, workers),
+            port=port,
+            env=env,
+            cwd=cwd,
+            log_path=cwd / f"serve-{port}.log",
+        )
 
-    def start(self) -> ServiceProcess:
-        with self.log.open("ab") as log:
-            self._process = subprocess.Popen(
-                self._command, env=self._env, cwd=self._cwd, stdout=log, stderr=log
-            )
+    @property
+    def log(self) -> Path:
+        return self.log_path
+
+    def start(self) -> Self:
+        """Start the server and wait until it is healthy (stopped again if it is not)."""
+        super().start()
         try:
-            wait_until_healthy(self.base_url)
+            self.wait_until_healthy(timeout=STARTUP_TIMEOUT)
         except RuntimeError:
             self.stop()
-            raise RuntimeError(self.log.read_text()) from None
+            raise
         return self
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None

@@ -24,7 +24,8 @@ import pytest
 from tests.accounts import PASSWORD, bearer, new_username, signed_in
 from tests.api.conftest import FAST_HASHING, make_settings
 from tests.conftest import service_missing
-from tests.servers import LiveServer, wait_until_healthy
+from tests.processes import wait_until_healthy
+from tests.servers import LiveServer
 from tokenstile.api import create_app
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -79,15 +79,7 @@ class Service:
     def __init__(self, process: ServiceProcess) -> None:
         self.process = process
         self.base_url = process.base_url
-        popen = process._process
-        assert popen is not None, "the service is not running"
-        children = Path(f"/proc/{popen.pid}/task/{popen.pid}/children").read_text().split()
-        # Skip multiprocessing's resource tracker: workers are the spawned servers.
-        self.workers = [
-            pid
-            for pid in map(int, children)
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
+        self.workers = process.worker_pids()
 
     @contextlib.contextmanager
     def only(self, worker: int) -> Iterator[None]:

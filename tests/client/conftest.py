@@ -1,10 +1,10 @@
-"""The client suite runs against live servers, on SQLite and on Redis."""
+"""The client suite runs against live servers, on SQLite and on Redis (the ``serve`` and
+``server`` fixtures of ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import serve, server, store_settings  # noqa: F401  (fixtures)
 from tests.conftest import store_modes
 
 

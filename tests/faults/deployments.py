@@ -141,19 +141,6 @@ def cluster_faults(cluster: PrivateRedisCluster, master: int = 0) -> list[Fault]
     ]
 
 
-def worker_pids(service: ServiceProcess) -> list[int]:
-    """The pids of the uvicorn workers of ``service`` (children running ``spawn_main``)."""
-    popen = service._process
-    assert popen is not None, "the service is not running"
-    children = Path(f"/proc/{popen.pid}/task/{popen.pid}/children").read_text().split()
-    workers = []
-    for pid in map(int, children):
-        with contextlib.suppress(OSError):
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                workers.append(pid)
-    return workers
-
-
 def connections_by_worker(service: ServiceProcess) -> dict[int, int]:
     """How many established client connections each worker of ``service`` holds."""
     wanted = f":{service.port:04X}"
@@ -163,7 +150,7 @@ def connections_by_worker(service: ServiceProcess) -> dict[int, int]:
         if fields[1].endswith(wanted) and fields[3] == "01":  # 01: ESTABLISHED
             inodes.add(f"socket:[{fields[9]}]")
     counts = {}
-    for pid in worker_pids(service):
+    for pid in service.worker_pids():
         held = 0
         with contextlib.suppress(OSError):
             for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -199,7 +186,7 @@ class WorkerKill:
         none did within ``WORKER_RESTART_TIMEOUT``."""
         deadline = self._killed_at + WORKER_RESTART_TIMEOUT
         while time.monotonic() < deadline:
-            pids = worker_pids(self._service)
+            pids = self._service.worker_pids()
             if len(pids) == self._workers and self.killed not in pids:
                 return time.monotonic() - self._killed_at
             time.sleep(0.05)

@@ -279,7 +279,7 @@ def test_a_refresh_the_client_gave_up_on_does_not_end_the_session_when_it_runs_l
     # the grace window, and goes on rotating. When the stalled worker resumes, the old
     # request must not count as reuse of a token the client legitimately retried.
     load, service = two_workers
-    stalled, other = deployments.worker_pids(service)
+    stalled, other = service.worker_pids()
     with httpx.Client(base_url=service.base_url, timeout=10) as client:
         pair = client.post(
             "/auth/login", json={"username": load.users[0].username, "password": PASSWORD}
