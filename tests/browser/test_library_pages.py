@@ -126,7 +126,7 @@ def spa_origin() -> Iterator[tuple[int, LiveServer]]:
 def test_an_apps_own_page_signs_in_with_the_packaged_tokenstile_js(
     new_context: Callable[..., Any], mounted_app: Callable[..., LiveServer]
 ) -> None:
-    server = mounted_app(readme_python_block("TOKENSTILE_JS ="))
+    server = mounted_app(readme_python_block("TOKENSTILE_JS_DIR ="))
     username = register(server.client)
     context = new_context()
     refuse_the_network(context)
@@ -203,7 +203,7 @@ def test_a_page_on_another_port_using_tokenstile_js_stays_signed_in_across_a_rel
     spa_port, _ = spa_origin
     origin = f"http://127.0.0.1:{spa_port}"
     api = mounted_app(
-        readme_python_block("TOKENSTILE_JS ="),
+        readme_python_block("TOKENSTILE_JS_DIR ="),
         cors_block(origin),
         allowed_origins=origin,
         access_ttl="2",
