@@ -16,8 +16,11 @@ HOSTILE_NAMES = ["ab\x00cd", "nul\x00" * 40, "x" * 5000, "tab\tname", "\x7f\x01\
 
 @pytest.fixture
 def server(serve: Callable[..., LiveServer]) -> LiveServer:
-    # Limits on, so hostile names reach the rate counters in the store as well.
-    return serve(rate_limit_enabled=True, login_rate_limit="100/minute")
+    # Limits on, so hostile names reach the rate counters in the store as well; high
+    # enough that the registrations of other tests on a shared store never reach them.
+    return serve(
+        rate_limit_enabled=True, login_rate_limit="100/minute", register_rate_limit="1000/minute"
+    )
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)

@@ -154,6 +154,18 @@ def cors_block(origin: str) -> str:
     return block.replace('"https://example.com:8443"', repr(origin))
 
 
+def spa_page(new_context: Callable[..., Any], origin: str, *, calls: str | None = SPA_CALLS) -> Any:
+    """A page of the single-page app at ``origin`` in a context of its own, the network
+    refused but for loopback, with ``calls`` (the README's ``fetch`` calls) loaded."""
+    context = new_context()
+    refuse_the_network(context)
+    page = context.new_page()
+    page.goto(f"{origin}/")
+    if calls is not None:
+        page.evaluate(calls)
+    return page
+
+
 def test_a_page_on_another_port_signs_in_by_cookie_and_refreshes_through_cors(
     new_context: Callable[..., Any],
     mounted_app: Callable[..., LiveServer],
@@ -163,11 +175,7 @@ def test_a_page_on_another_port_signs_in_by_cookie_and_refreshes_through_cors(
     origin = f"http://127.0.0.1:{spa_port}"
     api = mounted_app(cors_block(origin), allowed_origins=origin)
     username = register(api.client)
-    context = new_context()
-    refuse_the_network(context)
-    page = context.new_page()
-    page.goto(f"{origin}/")
-    page.evaluate(SPA_CALLS)
+    page = spa_page(new_context, origin)
 
     login = page.evaluate("([a, u, p]) => spa.login(a, u, p)", [api.base_url, username, PASSWORD])
     assert login["status"] == 200, login
@@ -209,16 +217,13 @@ def test_a_page_on_another_port_using_tokenstile_js_stays_signed_in_across_a_rel
         access_ttl="2",
     )
     username = register(api.client)
-    context = new_context()
-    refuse_the_network(context)
-    page = context.new_page()
-    page.goto(f"{origin}/")
+    page = spa_page(new_context, origin, calls=None)
     assert page.evaluate(CLIENT_FROM_API, api.base_url) is False  # nobody signed in yet
     me = page.evaluate(
         "async ([u, p]) => { await auth.login(u, p); return auth.me(); }", [username, PASSWORD]
     )
     assert me["username"] == username
-    cookies = {cookie["name"] for cookie in context.cookies(f"{api.base_url}/auth/refresh")}
+    cookies = {cookie["name"] for cookie in page.context.cookies(f"{api.base_url}/auth/refresh")}
     assert {"tokenstile_refresh", "tokenstile_csrf"} <= cookies  # stored for the API
 
     page.reload()  # the access token was in memory only: the cookie brings it back
@@ -240,11 +245,7 @@ def test_a_page_on_another_origin_not_in_allowed_origins_cannot_refresh_by_cooki
     # CORS lets the page call, but ALLOWED_ORIGINS names only the API's own origin.
     api = mounted_app(cors_block(origin), allowed_origins=f"http://127.0.0.1:{free_port()}")
     username = register(api.client)
-    context = new_context()
-    refuse_the_network(context)
-    page = context.new_page()
-    page.goto(f"{origin}/")
-    page.evaluate(SPA_CALLS)
+    page = spa_page(new_context, origin)
 
     login = page.evaluate("([a, u, p]) => spa.login(a, u, p)", [api.base_url, username, PASSWORD])
     refreshed = page.evaluate("(a) => spa.refresh(a)", api.base_url)
@@ -263,15 +264,11 @@ def test_a_page_on_another_host_of_the_same_site_cannot_read_the_csrf_cookie(
     server = mounted_app(cors_block(origin), allowed_origins=origin)
     api = f"http://auth.demo.test:{server.port}"
     username = register(server.client)
-    context = new_context()
-    refuse_the_network(context)
-    page = context.new_page()
-    page.goto(f"{origin}/")
-    page.evaluate(SPA_CALLS)
+    page = spa_page(new_context, origin)
 
     login = page.evaluate("([a, u, p]) => spa.login(a, u, p)", [api, username, PASSWORD])
     assert login["status"] == 200, login
-    cookies = {cookie["name"] for cookie in context.cookies(f"{api}/auth/refresh")}
+    cookies = {cookie["name"] for cookie in page.context.cookies(f"{api}/auth/refresh")}
     assert {"tokenstile_refresh", "tokenstile_csrf"} <= cookies  # same site: stored
     assert page.evaluate("spa.csrf()") == ""  # but they are auth.demo.test's, not the page's
     refreshed = page.evaluate("(a) => spa.refresh(a)", api)
@@ -289,11 +286,7 @@ def test_a_page_on_another_site_cannot_refresh_by_cookie(
     origin = f"http://spa.test:{spa_port}"
     api = mounted_app(cors_block(origin), allowed_origins=origin)
     username = register(api.client)
-    context = new_context()
-    refuse_the_network(context)
-    page = context.new_page()
-    page.goto(f"{origin}/")
-    page.evaluate(SPA_CALLS)
+    page = spa_page(new_context, origin)
 
     login = page.evaluate("([a, u, p]) => spa.login(a, u, p)", [api.base_url, username, PASSWORD])
     assert login["status"] == 200, login  # CORS let the page call and read the answer
