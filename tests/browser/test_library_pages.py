@@ -110,8 +110,8 @@ def mounted_app(
 
 
 @pytest.fixture
-def spa_origin() -> Iterator[tuple[int, LiveServer]]:
-    """A second server, the single-page app's own, that serves a blank page."""
+def spa_port() -> Iterator[int]:
+    """The port of a second server, the single-page app's own, that serves a blank page."""
     app = FastAPI()
 
     @app.get("/")
@@ -119,7 +119,7 @@ def spa_origin() -> Iterator[tuple[int, LiveServer]]:
         return HTMLResponse(BLANK_PAGE)
 
     server = LiveServer(app).start()
-    yield server.port, server
+    yield server.port
     server.stop()
 
 
@@ -169,9 +169,8 @@ def spa_page(new_context: Callable[..., Any], origin: str, *, calls: str | None 
 def test_a_page_on_another_port_signs_in_by_cookie_and_refreshes_through_cors(
     new_context: Callable[..., Any],
     mounted_app: Callable[..., LiveServer],
-    spa_origin: tuple[int, LiveServer],
+    spa_port: int,
 ) -> None:
-    spa_port, _ = spa_origin
     origin = f"http://127.0.0.1:{spa_port}"
     api = mounted_app(cors_block(origin), allowed_origins=origin)
     username = register(api.client)
@@ -206,9 +205,8 @@ async (api) => {
 def test_a_page_on_another_port_using_tokenstile_js_stays_signed_in_across_a_reload(
     new_context: Callable[..., Any],
     mounted_app: Callable[..., LiveServer],
-    spa_origin: tuple[int, LiveServer],
+    spa_port: int,
 ) -> None:
-    spa_port, _ = spa_origin
     origin = f"http://127.0.0.1:{spa_port}"
     api = mounted_app(
         readme_python_block("TOKENSTILE_JS_DIR ="),
@@ -238,9 +236,8 @@ def test_a_page_on_another_port_using_tokenstile_js_stays_signed_in_across_a_rel
 def test_a_page_on_another_origin_not_in_allowed_origins_cannot_refresh_by_cookie(
     new_context: Callable[..., Any],
     mounted_app: Callable[..., LiveServer],
-    spa_origin: tuple[int, LiveServer],
+    spa_port: int,
 ) -> None:
-    spa_port, _ = spa_origin
     origin = f"http://127.0.0.1:{spa_port}"
     # CORS lets the page call, but ALLOWED_ORIGINS names only the API's own origin.
     api = mounted_app(cors_block(origin), allowed_origins=f"http://127.0.0.1:{free_port()}")
@@ -257,9 +254,8 @@ def test_a_page_on_another_origin_not_in_allowed_origins_cannot_refresh_by_cooki
 def test_a_page_on_another_host_of_the_same_site_cannot_read_the_csrf_cookie(
     new_context: Callable[..., Any],
     mounted_app: Callable[..., LiveServer],
-    spa_origin: tuple[int, LiveServer],
+    spa_port: int,
 ) -> None:
-    spa_port, _ = spa_origin
     origin = f"http://app.demo.test:{spa_port}"
     server = mounted_app(cors_block(origin), allowed_origins=origin)
     api = f"http://auth.demo.test:{server.port}"
@@ -280,9 +276,8 @@ def test_a_page_on_another_host_of_the_same_site_cannot_read_the_csrf_cookie(
 def test_a_page_on_another_site_cannot_refresh_by_cookie(
     new_context: Callable[..., Any],
     mounted_app: Callable[..., LiveServer],
-    spa_origin: tuple[int, LiveServer],
+    spa_port: int,
 ) -> None:
-    spa_port, _ = spa_origin
     origin = f"http://spa.test:{spa_port}"
     api = mounted_app(cors_block(origin), allowed_origins=origin)
     username = register(api.client)

@@ -9,6 +9,7 @@ by hand where PyJWT refuses to produce them (``alg: none``, a PEM used as an HMA
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -259,17 +260,7 @@ def test_invariant_7_rejects_refresh_token_as_access_token(codec: TokenCodec) ->
 
 
 def test_invariant_7_rejects_access_token_as_refresh_token(codec: TokenCodec) -> None:
-    access = codec.encode_access(
-        AccessClaims(
-            sub="user-1",
-            sid="session-1",
-            jti="access-jti",
-            iat=NOW,
-            exp=NOW + 900,
-            client_id="tokenstile",
-            username="alice",
-        )
-    )
+    access = encode_access(codec)
 
     with pytest.raises(InvalidToken):
         codec.decode_refresh(access)
@@ -475,18 +466,20 @@ def test_refresh_token_encoding_is_deterministic_for_the_grace_window(codec: Tok
     assert encode("k") != first
 
 
+ALICE = AccessClaims(
+    sub="user-1",
+    sid="session-1",
+    jti="access-jti",
+    iat=NOW,
+    exp=NOW + 900,
+    client_id="my-app",
+    username="alice",
+)
+"""The claims of the access tokens these tests sign, issued at ``NOW``."""
+
+
 def encode_access(codec: TokenCodec, iat: int = NOW) -> str:
-    return codec.encode_access(
-        AccessClaims(
-            sub="user-1",
-            sid="session-1",
-            jti="access-jti",
-            iat=iat,
-            exp=iat + 900,
-            client_id="my-app",
-            username="alice",
-        )
-    )
+    return codec.encode_access(dataclasses.replace(ALICE, iat=iat, exp=iat + 900))
 
 
 def test_rfc9068_an_access_token_is_an_at_jwt_with_the_registered_claims(codec: TokenCodec) -> None:
@@ -524,15 +517,7 @@ def test_a_third_party_verifies_access_tokens_with_plain_pyjwt(
 def test_every_declared_access_claim_is_signed_into_the_token_and_read_back(
     codec: TokenCodec,
 ) -> None:
-    claims = AccessClaims(
-        sub="user-1",
-        sid="session-1",
-        jti="access-jti",
-        iat=NOW,
-        exp=NOW + 900,
-        client_id="my-app",
-        username="alice",
-    )
+    claims = ALICE
 
     token = codec.encode_access(claims)
 
